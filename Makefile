@@ -1,0 +1,64 @@
+# The front door. On a fresh Debian 12 machine, as root:
+#   make run    installs what is missing, builds, serves examples/rest.lua behind nginx
+#   make test   installs what is missing, builds, runs every test (also under ASan+UBSan)
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+JOBS       ?= $(shell nproc)
+FUZZ_SECONDS ?= 30
+
+.PHONY: all deps test-deps build asan-build fuzz-build run test check-unit check-spec \
+        check-integration check-asan check-fuzz check-format bench install clean
+
+all: build
+
+deps:
+	@tools/install-deps.sh build
+
+test-deps:
+	@tools/install-deps.sh test
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+asan-build: deps
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMF_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+fuzz-build: test-deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMF_FUZZ=ON \
+	    -DBUILD_TESTING=OFF >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_conn fuzz_record
+
+run: build
+	@examples/serve-behind-nginx.sh $(BUILD)/moonfcgi examples/rest.lua
+
+# Every test: the plain build, then the ASan+UBSan build, then the fuzz targets.
+test: test-deps build asan-build
+	@spec/run-all.sh $(BUILD) plain
+	@spec/run-all.sh $(ASAN_BUILD) asan
+	@$(MAKE) --no-print-directory check-fuzz
+	@echo "make test: all suites passed"
+
+check-unit: build
+	@ctest --test-dir $(BUILD) --output-on-failure
+
+check-spec: build
+	@$(BUILD)/moonfcgi-busted spec/
+
+check-fuzz: fuzz-build
+	@spec/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+check-format:
+	@clang-format --dry-run -Werror src/*.c src/*.h spec/unit/*.c spec/fuzz/*.c bench/*.c \
+	    bench/peers/*.c
+
+bench: test-deps build
+	@bench/run.sh $(BUILD)
+
+install: build
+	@cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

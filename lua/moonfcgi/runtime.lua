@@ -1,0 +1,403 @@
+-- The scheduler of one worker: loads the app, takes the events of the C core
+-- (mf_ffi_worker_poll) and runs each request's handler in its own coroutine. The C side never
+-- calls Lua; everything that waits yields here, and the events say when to resume.
+local ffi = require "ffi"
+local core = require "moonfcgi.core"
+local request = require "moonfcgi.request"
+
+local C = core.C
+local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
+local co_running = coroutine.running
+local tostring, type, pairs, pcall, xpcall = tostring, type, pairs, pcall, xpcall
+local math_floor = math.floor
+local traceback = debug.traceback
+
+local EV_NEW, EV_WAKE, EV_TIMEOUT = C.MF_EV_NEW, C.MF_EV_WAKE, C.MF_EV_TIMEOUT
+local EV_TIMER, EV_RELOAD, EV_KILL = C.MF_EV_TIMER, C.MF_EV_RELOAD, C.MF_EV_KILL
+local FINISH_OK, FINISH_ERROR, FINISH_TIMEOUT =
+    C.MF_FINISH_OK, C.MF_FINISH_ERROR, C.MF_FINISH_TIMEOUT
+
+local LOG = { error = 0, warn = 1, info = 2, debug = 3 }
+local ROLE_HANDLER = { "respond", "authorize", "filter" }
+local ROLE_NAMES = { "responder", "authorizer", "filter" }
+
+-- What a handler coroutine yields to the scheduler.
+local DONE, WAIT_IO, WAIT_SLEEP = {}, {}, {}
+
+local _M = { runtimes = {} }
+local Runtime = {}
+Runtime.__index = Runtime
+
+-- The runtime and slot whose coroutine is running now.
+local current_rt, current_slot
+
+local function log(level, msg)
+    if LOG[level] <= C.mf_ffi_log_level() then
+        C.mf_ffi_log(LOG[level], msg, #msg)
+    end
+end
+_M.log = log
+
+-- A pooled coroutine runs one handler after another; an error ends it for good.
+local function body(handler, req)
+    while true do
+        local rc = handler(req)
+        handler, req = co_yield(DONE, rc)
+    end
+end
+
+local function app_dir(path)
+    return path:match("^(.*)/[^/]*$") or "."
+end
+
+-- Puts the app's folder first on the module paths (api.md section 2).
+local function add_app_dir(dir)
+    local p = dir .. "/?.lua;" .. dir .. "/?/init.lua;"
+    if package.path:sub(1, #p) ~= p then
+        package.path = p .. package.path
+        package.cpath = dir .. "/?.so;" .. package.cpath
+    end
+end
+
+-- Reads the file once and compiles that buffer, so what runs is what was read.
+function _M.load_app(path)
+    local f, err = io.open(path, "rb")
+    if not f then
+        return nil, "cannot open app: " .. tostring(err)
+    end
+    local src = f:read("*a")
+    f:close()
+    local chunk, cerr = loadstring(src, "@" .. path)
+    if not chunk then
+        return nil, cerr
+    end
+    local ok, ret = xpcall(chunk, traceback)
+    if not ok then
+        return nil, tostring(ret)
+    end
+    if type(ret) == "function" then
+        return { respond = ret }
+    end
+    if type(ret) == "table" then
+        local handlers, n = {}, 0
+        for _, name in ipairs(ROLE_HANDLER) do
+            local h = ret[name]
+            if h ~= nil then
+                if type(h) ~= "function" then
+                    return nil, path .. ": '" .. name .. "' must be a function, not a " .. type(h)
+                end
+                handlers[name] = h
+                n = n + 1
+            end
+        end
+        if n > 0 then
+            return handlers
+        end
+    end
+    return nil, path .. ": the app must return a function (the responder) or a table with "
+        .. "respond, authorize and/or filter functions"
+end
+
+function _M.new(w)
+    local rt = setmetatable({
+        w = w,
+        cos = {},        -- slot -> coroutine
+        reqs = {},       -- slot -> request object
+        serials = {},    -- slot -> serial of the request in it
+        waits = {},      -- slot -> WAIT_IO or WAIT_SLEEP
+        sleep_timer = {}, sleep_token = {},
+        sleepers = {},   -- timer token -> slot
+        pool = {}, npool = 0,
+        token = 0,
+        version = 0,
+        evp = ffi.new("mf_event_t *[1]"),
+    }, Runtime)
+    _M.runtimes[#_M.runtimes + 1] = rt
+    return rt
+end
+
+function Runtime:close()
+    for i, rt in ipairs(_M.runtimes) do
+        if rt == self then
+            table.remove(_M.runtimes, i)
+            break
+        end
+    end
+end
+
+local function roles_mask(handlers)
+    local mask = 0
+    for role, name in ipairs(ROLE_HANDLER) do
+        if handlers[name] then
+            mask = mask + 2 ^ role
+        end
+    end
+    return mask
+end
+
+-- Loads (or reloads) the app; on failure the handlers in place keep serving.
+function Runtime:load(path)
+    self.path = path or self.path
+    local dir = app_dir(self.path)
+    add_app_dir(dir)
+    if self.handlers then
+        -- A reload takes fresh copies of the app's own modules too.
+        for name, _ in pairs(package.loaded) do
+            local file = package.searchpath and package.searchpath(name, dir .. "/?.lua;" .. dir .. "/?/init.lua")
+            if file then
+                package.loaded[name] = nil
+            end
+        end
+    end
+    local handlers, err = _M.load_app(self.path)
+    if not handlers then
+        C.mf_ffi_worker_app_loaded(self.w, self.version, 0)
+        return nil, err
+    end
+    self.handlers = handlers
+    self.version = self.version + 1
+    C.mf_ffi_worker_set_roles(self.w, roles_mask(handlers))
+    C.mf_ffi_worker_app_loaded(self.w, self.version, 1)
+    return handlers
+end
+
+function Runtime:reload()
+    local ok, err = self:load()
+    if ok then
+        log("info", "worker " .. C.mf_ffi_worker_number(self.w) .. ": app version "
+            .. self.version .. " loaded from " .. self.path)
+    else
+        log("error", "worker " .. C.mf_ffi_worker_number(self.w) .. ": reload failed, version "
+            .. self.version .. " keeps serving: " .. tostring(err))
+    end
+    return ok, err
+end
+
+local function app_status(rc)
+    if type(rc) ~= "number" or rc ~= rc then
+        return 0
+    end
+    rc = math_floor(rc)
+    if rc < 0 or rc > 4294967295 then
+        return 0
+    end
+    return rc
+end
+
+function Runtime:finish(slot, rc, how)
+    local req = self.reqs[slot]
+    local r = req._r
+    local timer = self.sleep_timer[slot]
+    if timer then
+        C.mf_ffi_timer_cancel(self.w, timer, self.sleep_token[slot])
+        self.sleepers[self.sleep_token[slot]] = nil
+        self.sleep_timer[slot], self.sleep_token[slot] = nil, nil
+    end
+    self.reqs[slot], self.cos[slot], self.waits[slot], self.serials[slot] = nil, nil, nil, nil
+    req._r = nil
+    C.mf_ffi_req_finish(r, rc, how)
+end
+
+function Runtime:failed(slot, co, err)
+    local req = self.reqs[slot]
+    local tb = traceback(co, tostring(err))
+    local msg = "handler error (" .. req.role .. " request " .. req.id .. "): " .. tb
+    log("error", msg)
+    if req._r ~= nil then
+        C.mf_ffi_req_stderr(req._r, msg .. "\n", #msg + 1)
+    end
+    self:finish(slot, 1, FINISH_ERROR)
+end
+
+function Runtime:run(slot, co, a, b)
+    current_rt, current_slot = self, slot
+    local ok, what, rc = co_resume(co, a, b)
+    current_rt, current_slot = nil, nil
+    if not ok then
+        return self:failed(slot, co, what)
+    end
+    if what == DONE then
+        self:finish(slot, app_status(rc), FINISH_OK)
+        if self.npool < 256 then
+            self.npool = self.npool + 1
+            self.pool[self.npool] = co
+        end
+    elseif what == WAIT_IO or what == WAIT_SLEEP then
+        self.waits[slot] = what
+    else
+        self:failed(slot, co, "the handler yielded outside of a moonfcgi call "
+            .. "(coroutine.yield from a handler is not supported)")
+    end
+end
+
+function Runtime:start(e)
+    local slot = e.slot
+    local role = e.role
+    local h = self.handlers[ROLE_HANDLER[role]]
+    local req = request.new(e.req, e.id, ROLE_NAMES[role], e.keep_conn ~= 0)
+    self.reqs[slot], self.serials[slot] = req, e.serial
+    if not h then
+        -- A reload removed this role after the request began.
+        local msg = "the app has no " .. ROLE_HANDLER[role] .. " handler"
+        log("error", msg)
+        return self:finish(slot, 1, FINISH_ERROR)
+    end
+    local co
+    if self.npool > 0 then
+        co = self.pool[self.npool]
+        self.pool[self.npool] = nil
+        self.npool = self.npool - 1
+    else
+        co = co_create(body)
+    end
+    self.cos[slot] = co
+    return self:run(slot, co, h, req)
+end
+
+function Runtime:kill(slot, why)
+    local req = self.reqs[slot]
+    log("warn", "request " .. req.id .. " (" .. req.role .. ") ended: " .. why)
+    self:finish(slot, 1, FINISH_TIMEOUT)
+end
+
+-- One turn of the loop: writes pending output, waits up to timeout_ms (-1: until something
+-- happens) and handles what happened. Returns false once the worker has stopped.
+function Runtime:step(timeout_ms)
+    local n = C.mf_ffi_worker_poll(self.w, timeout_ms, self.evp)
+    if n < 0 then
+        return false
+    end
+    local evs = self.evp[0]
+    for i = 0, n - 1 do
+        local e = evs[i]
+        local t, slot = e.type, e.slot
+        if t == EV_NEW then
+            self:start(e)
+        elseif t == EV_WAKE then
+            if self.serials[slot] == e.serial and self.waits[slot] == WAIT_IO then
+                self.waits[slot] = nil
+                self:run(slot, self.cos[slot])
+            end
+        elseif t == EV_TIMER then
+            local token = tonumber(e.token)
+            local s = self.sleepers[token]
+            if s then
+                self.sleepers[token] = nil
+                self.sleep_timer[s], self.sleep_token[s] = nil, nil
+                if self.waits[s] == WAIT_SLEEP then
+                    self.waits[s] = nil
+                    self:run(s, self.cos[s])
+                end
+            end
+        elseif t == EV_TIMEOUT or t == EV_KILL then
+            if self.serials[slot] == e.serial then
+                self:kill(slot, t == EV_TIMEOUT and "the handler ran past --timeout"
+                    or "the worker is stopping")
+            end
+        elseif t == EV_RELOAD then
+            self:reload()
+        end
+    end
+    return true
+end
+
+-- For request.lua and moonfcgi.sleep: waits in the current handler's coroutine.
+local function in_handler(level)
+    local rt, slot = current_rt, current_slot
+    if not rt or co_running() ~= rt.cos[slot] then
+        error("this call waits, and can only be made in a handler's own coroutine", level + 1)
+    end
+    return rt, slot
+end
+
+function _M.wait_io()
+    in_handler(3)
+    co_yield(WAIT_IO)
+end
+request.wait_io = _M.wait_io
+
+local function clock()
+    return C.mf_ffi_worker_now(current_rt and current_rt.w or _M.runtimes[1].w)
+end
+
+function _M.sleep(seconds)
+    local rt = current_rt
+    if rt and co_running() == rt.cos[current_slot] then
+        local slot = current_slot
+        local token = rt.token + 1
+        rt.token = token
+        rt.sleepers[token] = slot
+        rt.sleep_token[slot] = token
+        rt.sleep_timer[slot] = C.mf_ffi_timer_start(rt.w, seconds, token)
+        co_yield(WAIT_SLEEP)
+        return
+    end
+    -- Outside a handler (a spec's own code): keep every loaded app running meanwhile.
+    _M.drive(seconds)
+end
+
+-- Runs the loops of the runtimes of this process for about `seconds`.
+function _M.drive(seconds, until_fn)
+    local rts = _M.runtimes
+    if #rts == 0 then
+        ffi.C.poll(nil, 0, math_floor(seconds * 1000))
+        return
+    end
+    local start = clock()
+    repeat
+        for i = 1, #rts do
+            local left = seconds - (clock() - start)
+            local ms = #rts == 1 and math_floor(left * 1000) or 1
+            rts[i]:step(ms > 0 and ms or 0)
+            C.mf_ffi_worker_flush(rts[i].w)
+        end
+        if until_fn and until_fn() then
+            return true
+        end
+    until clock() - start >= seconds
+    return false
+end
+
+function _M.now()
+    local rt = current_rt or _M.runtimes[1]
+    if rt then
+        return C.mf_ffi_worker_now(rt.w)
+    end
+    return os.time()
+end
+
+function _M.worker_number()
+    local rt = current_rt or _M.runtimes[1]
+    return rt and C.mf_ffi_worker_number(rt.w) or 1
+end
+
+-- Entry points of the moonfcgi binary (src/vm.c).
+
+function _M.serve(path)
+    local w = C.mf_ffi_worker_current()
+    local rt = _M.new(w)
+    local ok, err = rt:load(path)
+    local n = C.mf_ffi_worker_number(w)
+    if not ok then
+        log("error", "worker " .. n .. ": cannot load " .. path .. ": " .. tostring(err))
+        return 1
+    end
+    log("info", "worker " .. n .. ": app version " .. rt.version .. " loaded from " .. path)
+    while rt:step(-1) do
+    end
+    log("info", "worker " .. n .. ": stopped")
+    return 0
+end
+
+function _M.check(path)
+    add_app_dir(app_dir(path))
+    local ok, err = _M.load_app(path)
+    if not ok then
+        return err
+    end
+    return nil
+end
+
+pcall(ffi.cdef, "int poll(void *fds, unsigned long nfds, int timeout);")
+
+return _M

@@ -1,0 +1,45 @@
+/*
+ * The command line (api.md section 1) and the settings every module reads.
+ */
+#ifndef MF_CONFIG_H
+#define MF_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct mf_config {
+    const char *app_path; /* as given on the command line */
+    const char *listen;   /* --listen, or NULL */
+    int workers;          /* 0: the number of CPUs */
+    unsigned max_conns;
+    unsigned max_reqs;
+    size_t max_params;
+    size_t max_body;
+    double timeout;
+    double idle_timeout;
+    double read_timeout;
+    const char *allow; /* --allow, comma-separated, or NULL */
+    unsigned socket_mode;
+    const char *user;
+    int watch;
+    int log_level;
+    int check;  /* --check: compile the app and exit */
+    int action; /* MF_CONFIG_SERVE, _HELP or _VERSION */
+} mf_config_t;
+
+enum { MF_CONFIG_SERVE = 0, MF_CONFIG_HELP = 1, MF_CONFIG_VERSION = 2 };
+
+/* Fills cfg with the defaults of api.md. */
+void mf_config_defaults(mf_config_t *cfg);
+
+/*
+ * Parses argv into cfg. Returns 0, or -1 with a one-line message in err. The strings in cfg
+ * point into argv.
+ */
+int mf_config_parse(mf_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
+
+/* Parses "1048576", "64K", "16M", "1G" (powers of 1024); returns -1 when malformed. */
+int mf_config_parse_size(const char *s, size_t *out);
+
+extern const char mf_config_usage[];
+
+#endif

@@ -1,0 +1,423 @@
+/*
+ * A connection from a web server. Input is parsed a whole record at a time (record.c), so any
+ * split of the byte stream is handled the same way. Output is appended a whole record at a
+ * time to one evbuffer and written at the end of each batch of work, one write per
+ * connection, so records of different requests never interleave and a partial write never
+ * loses bytes.
+ */
+#include "conn.h"
+#include "log.h"
+#include "record.h"
+#include "request.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+/* How long a closing connection reads and discards input before it is closed for good. */
+#define LINGER_SECONDS 2.0
+/* The most read in one go; bounds the input buffered beyond the records being parsed. */
+#define READ_CHUNK (128 * 1024)
+
+static void on_read(evutil_socket_t fd, short what, void *arg);
+static void on_write(evutil_socket_t fd, short what, void *arg);
+
+mf_conn_t *mf_conn_new(mf_worker_t *w, int fd)
+{
+    mf_conn_t *c = calloc(1, sizeof *c);
+
+    if (!c || !(c->in = evbuffer_new()) || !(c->out = evbuffer_new())) {
+        if (c) {
+            if (c->in)
+                evbuffer_free(c->in);
+            free(c);
+        }
+        close(fd);
+        mf_log_error("out of memory for a new connection");
+        return NULL;
+    }
+    c->w = w;
+    c->fd = fd;
+    event_assign(&c->rev, w->base, fd, EV_READ | EV_PERSIST, on_read, c);
+    event_assign(&c->wev, w->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+    c->last_active = mf_worker_now(w);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    mf__conn_update_reading(c);
+    return c;
+}
+
+static void unlink_dirty(mf_conn_t *c)
+{
+    mf_conn_t **pp = &c->w->dirty;
+
+    if (!c->is_dirty)
+        return;
+    while (*pp && *pp != c)
+        pp = &(*pp)->dirty_next;
+    if (*pp)
+        *pp = c->dirty_next;
+    c->is_dirty = 0;
+}
+
+void mf_conn_destroy(mf_conn_t *c)
+{
+    mf_worker_t *w = c->w;
+
+    for (int i = 0; i < MF_CONN_BUCKETS; i++) {
+        mf_request_t *r = c->buckets[i], *next;
+        for (; r; r = next) {
+            next = r->hnext;
+            r->hnext = NULL;
+            mf_request_conn_lost(r);
+        }
+        c->buckets[i] = NULL;
+    }
+    event_del(&c->rev);
+    event_del(&c->wev);
+    unlink_dirty(c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    close(c->fd);
+    evbuffer_free(c->in);
+    evbuffer_free(c->out);
+    free(c);
+    mf__worker_conn_closed(w);
+}
+
+void mf__conn_update_reading(mf_conn_t *c)
+{
+    int want = c->shut || (c->in_stalled == 0 && evbuffer_get_length(c->out) < MF_OUT_HIGH);
+
+    if (want && !c->reading)
+        event_add(&c->rev, NULL);
+    else if (!want && c->reading)
+        event_del(&c->rev);
+    c->reading = (unsigned)want;
+}
+
+/* Half-closes and lingers: closing with unread input would make the kernel send a reset. */
+static void start_shutdown(mf_conn_t *c)
+{
+    shutdown(c->fd, SHUT_WR);
+    c->shut = 1;
+    c->last_active = mf_worker_now(c->w);
+    evbuffer_drain(c->in, evbuffer_get_length(c->in));
+    mf__conn_update_reading(c);
+}
+
+void mf_conn_close_when_done(mf_conn_t *c)
+{
+    c->closing = 1;
+    if (c->nreqs == 0 && !c->shut)
+        mf_conn_output_added(c); /* the flush starts the shutdown once output is written */
+}
+
+void mf_conn_output_added(mf_conn_t *c)
+{
+    if (c->is_dirty)
+        return;
+    c->is_dirty = 1;
+    c->dirty_next = c->w->dirty;
+    c->w->dirty = c;
+}
+
+/* Wakes handlers waiting for room (write) or for their bytes to be written (flush). */
+static void wake_writers(mf_conn_t *c, size_t left)
+{
+    int still = 0;
+
+    if (!c->has_waiters)
+        return;
+    for (int i = 0; i < MF_CONN_BUCKETS; i++)
+        for (mf_request_t *r = c->buckets[i]; r; r = r->hnext) {
+            if ((r->waiting & MF_WAIT_WRITE) && left < MF_OUT_LOW)
+                mf_request_wake(r, MF_WAIT_WRITE);
+            if ((r->waiting & MF_WAIT_FLUSH) && c->out_written >= r->flush_target)
+                mf_request_wake(r, MF_WAIT_FLUSH);
+            if (r->waiting & (MF_WAIT_WRITE | MF_WAIT_FLUSH))
+                still = 1;
+        }
+    c->has_waiters = (unsigned)still;
+}
+
+/* Writes what it can. Returns -1 when the connection was destroyed. */
+static int conn_write(mf_conn_t *c)
+{
+    size_t left = evbuffer_get_length(c->out);
+
+    if (left > 0) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            mf_log_debug("write to fd %d failed: %s", c->fd, strerror(errno));
+            mf_conn_destroy(c);
+            return -1;
+        }
+        if (n > 0)
+            c->out_written += (uint64_t)n;
+        left = evbuffer_get_length(c->out);
+    }
+    if (left > 0 && !c->writing) {
+        event_add(&c->wev, NULL);
+        c->writing = 1;
+    } else if (left == 0 && c->writing) {
+        event_del(&c->wev);
+        c->writing = 0;
+    }
+    wake_writers(c, left);
+    if (left == 0 && c->closing && c->nreqs == 0 && !c->shut)
+        start_shutdown(c);
+    mf__conn_update_reading(c);
+    return 0;
+}
+
+void mf_conn_flush_dirty(mf_worker_t *w)
+{
+    mf_conn_t *c;
+
+    while ((c = w->dirty) != NULL) {
+        w->dirty = c->dirty_next;
+        c->is_dirty = 0;
+        conn_write(c);
+    }
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_write(arg);
+}
+
+int mf_conn_add_record(mf_conn_t *c, uint8_t type, uint16_t id, const void *content, size_t len)
+{
+    static const uint8_t zeros[8];
+    uint8_t h[MF_HEADER_LEN];
+    uint8_t pad = mf_record_padding(len);
+
+    mf_record_header_encode(h, type, id, (uint16_t)len, pad);
+    /* The three parts are added before anything else can run: the record stays whole. */
+    if (evbuffer_add(c->out, h, sizeof h) < 0 || (len && evbuffer_add(c->out, content, len) < 0) ||
+        (pad && evbuffer_add(c->out, zeros, pad) < 0))
+        return -1;
+    c->out_added += sizeof h + len + pad;
+    mf_conn_output_added(c);
+    return 0;
+}
+
+mf_request_t *mf__conn_find(mf_conn_t *c, uint16_t id)
+{
+    mf_request_t *r = c->buckets[id % MF_CONN_BUCKETS];
+
+    while (r && r->id != id)
+        r = r->hnext;
+    return r;
+}
+
+void mf__conn_request_gone(mf_conn_t *c, mf_request_t *r)
+{
+    mf_request_t **pp = &c->buckets[r->id % MF_CONN_BUCKETS];
+
+    while (*pp && *pp != r)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = r->hnext;
+    r->hnext = NULL;
+    c->nreqs--;
+    if (r->stalled) {
+        r->stalled = 0;
+        c->in_stalled--;
+        mf__conn_update_reading(c);
+    }
+    if (!r->keep_conn)
+        c->closing = 1;
+    if (c->closing && c->nreqs == 0)
+        mf_conn_output_added(c);
+}
+
+/* FCGI_GET_VALUES [section 4.1]: answer the known names asked for, each once. */
+static void get_values(mf_conn_t *c, const uint8_t *content, size_t len)
+{
+    static const char *const names[] = {"FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"};
+    unsigned values[3] = {c->w->cfg.max_conns, c->w->cfg.max_reqs, 1};
+    int done[3] = {0, 0, 0};
+    uint8_t out[128];
+    size_t off = 0, olen = 0;
+    mf_nv_t nv;
+
+    /* A malformed tail ends the query; the names decoded before it are still answered. */
+    while (mf_nv_next(content, len, &off, &nv) == MF_NV_PAIR) {
+        for (int i = 0; i < 3; i++) {
+            char val[16];
+            int vlen;
+            if (done[i] || nv.name_len != strlen(names[i]) ||
+                memcmp(nv.name, names[i], nv.name_len) != 0)
+                continue;
+            done[i] = 1;
+            vlen = snprintf(val, sizeof val, "%u", values[i]);
+            olen += mf_nv_encode(out + olen, names[i], nv.name_len, val, (size_t)vlen);
+        }
+    }
+    mf_conn_add_record(c, MF_GET_VALUES_RESULT, 0, out, olen);
+}
+
+static void unknown_type(mf_conn_t *c, uint8_t type)
+{
+    uint8_t body[8] = {type, 0, 0, 0, 0, 0, 0, 0};
+
+    mf_conn_add_record(c, MF_UNKNOWN_TYPE, 0, body, sizeof body);
+}
+
+/*
+ * Handles one record whose header is already drained; consumes exactly its content bytes.
+ * Returns -1 on a protocol error that makes the rest of the stream untrustworthy.
+ */
+static int handle_record(mf_conn_t *c, const mf_record_header_t *h)
+{
+    size_t len = h->content_len;
+    const uint8_t *content = NULL;
+    mf_request_t *r;
+
+    if (h->id == 0) {
+        /* Management records [section 4]. */
+        if (h->type == MF_GET_VALUES) {
+            content = len ? evbuffer_pullup(c->in, (ssize_t)len) : NULL;
+            get_values(c, content, len);
+        } else {
+            unknown_type(c, h->type);
+        }
+        evbuffer_drain(c->in, len);
+        return 0;
+    }
+    switch (h->type) {
+    case MF_BEGIN_REQUEST: {
+        uint8_t b[8];
+        if (len != 8) {
+            mf_log_warn("fd %d: BEGIN_REQUEST with %zu content bytes; closing", c->fd, len);
+            return -1;
+        }
+        evbuffer_remove(c->in, b, 8);
+        if (mf__conn_find(c, h->id)) {
+            mf_log_warn("fd %d: BEGIN_REQUEST for active request %u; closing", c->fd, h->id);
+            return -1;
+        }
+        c->requests++;
+        if (c->closing || c->w->stopping)
+            mf_request_refuse(c, h->id, MF_OVERLOADED);
+        else
+            mf_request_begin(c, h->id, (uint16_t)((b[0] << 8) | b[1]), b[2]);
+        return 0;
+    }
+    case MF_ABORT_REQUEST:
+        evbuffer_drain(c->in, len);
+        if ((r = mf__conn_find(c, h->id)) != NULL)
+            mf_request_abort(r);
+        return 0;
+    case MF_PARAMS:
+        if ((r = mf__conn_find(c, h->id)) != NULL) {
+            content = len ? evbuffer_pullup(c->in, (ssize_t)len) : NULL;
+            mf_request_params(r, content, len);
+        }
+        evbuffer_drain(c->in, len);
+        return 0;
+    case MF_STDIN:
+    case MF_DATA:
+        if ((r = mf__conn_find(c, h->id)) != NULL)
+            mf_request_input(r, h->type == MF_DATA, c->in, len);
+        else
+            evbuffer_drain(c->in, len);
+        return 0;
+    case MF_END_REQUEST:
+    case MF_STDOUT:
+    case MF_STDERR:
+    case MF_GET_VALUES:
+    case MF_GET_VALUES_RESULT:
+    case MF_UNKNOWN_TYPE:
+        /* Records only an application sends, or management types on a request id. */
+        evbuffer_drain(c->in, len);
+        return 0;
+    default:
+        evbuffer_drain(c->in, len);
+        unknown_type(c, h->type);
+        return 0;
+    }
+}
+
+void mf__conn_process_input(mf_conn_t *c)
+{
+    mf_record_header_t h;
+    uint8_t hb[MF_HEADER_LEN];
+
+    for (;;) {
+        size_t avail = evbuffer_get_length(c->in);
+        if (avail < MF_HEADER_LEN)
+            break;
+        evbuffer_copyout(c->in, hb, MF_HEADER_LEN);
+        mf_record_header_decode(hb, &h);
+        if (h.version != MF_FCGI_VERSION) {
+            /* Never resynchronise: nothing after a bad header can be trusted. */
+            mf_log_warn("fd %d: record with version %u; closing", c->fd, h.version);
+            mf_conn_destroy(c);
+            return;
+        }
+        if (avail < mf_record_size(&h))
+            break;
+        evbuffer_drain(c->in, MF_HEADER_LEN);
+        if (handle_record(c, &h) < 0) {
+            mf_conn_destroy(c);
+            return;
+        }
+        evbuffer_drain(c->in, h.padding_len);
+    }
+    mf__conn_update_reading(c);
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    mf_conn_t *c = arg;
+    int n;
+
+    (void)what;
+    n = evbuffer_read(c->in, fd, READ_CHUNK);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        /* The peer closed or reset: requests in flight are aborted (fastcgi.md). */
+        mf_log_debug("fd %d: peer closed (%d requests in flight)", (int)fd, c->nreqs);
+        mf_conn_destroy(c);
+        return;
+    }
+    if (n < 0)
+        return;
+    c->last_active = mf_worker_now(c->w);
+    if (c->shut) {
+        evbuffer_drain(c->in, evbuffer_get_length(c->in));
+        return;
+    }
+    mf__conn_process_input(c);
+}
+
+void mf__conn_sweep(mf_worker_t *w, double now)
+{
+    mf_conn_t *c, *next;
+
+    for (c = w->conns; c; c = next) {
+        next = c->next;
+        if (c->shut) {
+            if (now - c->last_active > LINGER_SECONDS)
+                mf_conn_destroy(c);
+        } else if (c->nreqs == 0 && (w->stopping || now - c->last_active > w->cfg.idle_timeout)) {
+            mf_conn_close_when_done(c);
+        }
+    }
+}

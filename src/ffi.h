@@ -1,0 +1,113 @@
+/*
+ * The only symbols Lua calls, through LuaJIT's FFI (lua/moonfcgi/core.lua declares them).
+ *
+ * The bridge follows OpenResty's rule: these functions never call back into Lua and never
+ * yield. A function that would have to wait returns MF_WAIT; the Lua wrapper then yields its
+ * coroutine, and the scheduler resumes it when the worker's poll reports a wake-up event.
+ *
+ * The part between the CDEF markers is copied verbatim into lua/moonfcgi/core.lua; a spec
+ * (spec/lua/cdef_spec.lua) fails when the two drift apart. Keep it free of preprocessor lines.
+ */
+#ifndef MF_FFI_H
+#define MF_FFI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#pragma GCC visibility push(default)
+/* CDEF BEGIN */
+typedef struct mf_worker mf_worker_t;
+typedef struct mf_request mf_request_t;
+
+enum {
+    MF_OK = 0,
+    MF_EOF = 1,
+    MF_WAIT = 2,
+    MF_ABORTED = -1,
+    MF_TIMEOUT = -2,
+    MF_TOO_LARGE = -3,
+    MF_BAD_STATE = -4,
+    MF_BAD_VALUE = -5,
+    MF_NO_MEMORY = -6
+};
+
+enum {
+    MF_EV_NEW = 1,
+    MF_EV_WAKE = 2,
+    MF_EV_TIMEOUT = 3,
+    MF_EV_TIMER = 4,
+    MF_EV_RELOAD = 5,
+    MF_EV_KILL = 6
+};
+
+enum { MF_FINISH_OK = 0, MF_FINISH_ERROR = 1, MF_FINISH_TIMEOUT = 2 };
+
+typedef struct mf_event {
+    int32_t type;
+    uint32_t slot;
+    uint32_t serial;
+    uint16_t id;
+    uint8_t role;
+    uint8_t keep_conn;
+    mf_request_t *req;
+    uint64_t token;
+} mf_event_t;
+
+typedef struct mf_ffi_options {
+    unsigned max_conns;
+    unsigned max_reqs;
+    size_t max_params;
+    size_t max_body;
+    double timeout;
+    double idle_timeout;
+    double read_timeout;
+    int log_level;
+} mf_ffi_options_t;
+
+const char *mf_ffi_version(void);
+
+mf_worker_t *mf_ffi_worker_current(void);
+mf_worker_t *mf_ffi_worker_new(const mf_ffi_options_t *opts);
+void mf_ffi_worker_free(mf_worker_t *w);
+int mf_ffi_worker_pair(mf_worker_t *w, int *client_fd);
+int mf_ffi_worker_poll(mf_worker_t *w, int timeout_ms, mf_event_t **events);
+void mf_ffi_worker_flush(mf_worker_t *w);
+void mf_ffi_worker_stop(mf_worker_t *w);
+void mf_ffi_worker_set_roles(mf_worker_t *w, unsigned roles);
+int mf_ffi_worker_number(mf_worker_t *w);
+double mf_ffi_worker_now(mf_worker_t *w);
+unsigned mf_ffi_worker_requests(mf_worker_t *w);
+unsigned mf_ffi_worker_connections(mf_worker_t *w);
+void mf_ffi_worker_app_loaded(mf_worker_t *w, int version, int ok);
+
+void *mf_ffi_timer_start(mf_worker_t *w, double seconds, uint64_t token);
+void mf_ffi_timer_cancel(mf_worker_t *w, void *timer, uint64_t token);
+
+void mf_ffi_log(int level, const char *msg, size_t len);
+int mf_ffi_log_level(void);
+
+int mf_ffi_req_param_count(mf_request_t *r);
+int mf_ffi_req_param_at(mf_request_t *r, int i, const char **name, size_t *name_len,
+                        const char **value, size_t *value_len);
+int mf_ffi_req_param(mf_request_t *r, const char *name, size_t name_len, const char **value,
+                     size_t *value_len);
+
+int mf_ffi_req_read(mf_request_t *r, int stream, size_t max, const char **p, size_t *len);
+int mf_ffi_req_body(mf_request_t *r, int stream, const char **p, size_t *len);
+void mf_ffi_req_consume(mf_request_t *r, int stream, size_t len);
+
+int mf_ffi_req_set_status(mf_request_t *r, int status, const char *reason, size_t reason_len);
+int mf_ffi_req_set_header(mf_request_t *r, const char *name, size_t name_len, const char *value,
+                          size_t value_len, int append);
+int mf_ffi_req_write(mf_request_t *r, const char *p, size_t len);
+int mf_ffi_req_raw_write(mf_request_t *r, const char *p, size_t len);
+int mf_ffi_req_writable(mf_request_t *r);
+int mf_ffi_req_flush(mf_request_t *r);
+int mf_ffi_req_stderr(mf_request_t *r, const char *p, size_t len);
+int mf_ffi_req_aborted(mf_request_t *r);
+int mf_ffi_req_headers_sent(mf_request_t *r);
+void mf_ffi_req_finish(mf_request_t *r, uint32_t app_status, int how);
+/* CDEF END */
+#pragma GCC visibility pop
+
+#endif

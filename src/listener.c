@@ -1,0 +1,364 @@
+#include "listener.h"
+#include "conn.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/listener.h>
+
+#define BACKLOG 4096
+
+struct mf_listener {
+    struct evconnlistener *l;
+    mf_worker_t *w;
+    struct event retry;
+    int is_tcp;
+    char *allow; /* comma-separated addresses, or NULL for all */
+    mf_listener_t *next;
+};
+
+static int set_flags(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -1;
+    return fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+static int open_unix(const char *path, unsigned mode, mf_listen_set_t *set, char *err,
+                     size_t errlen)
+{
+    struct sockaddr_un sun;
+    struct stat st;
+    mode_t old;
+    int fd;
+
+    if (strlen(path) >= sizeof sun.sun_path) {
+        snprintf(err, errlen, "unix socket path too long: %s", path);
+        return -1;
+    }
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    strcpy(sun.sun_path, path);
+    if (lstat(path, &st) == 0) {
+        int probe;
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(err, errlen, "%s exists and is not a socket", path);
+            return -1;
+        }
+        /* A socket file nobody accepts on is stale and replaced; a live one is an error. */
+        probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0) {
+            close(probe);
+            snprintf(err, errlen, "%s is in use by a running server", path);
+            return -1;
+        }
+        if (probe >= 0)
+            close(probe);
+        unlink(path);
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    old = umask(0077); /* nobody else may connect before the mode below is set */
+    if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+        umask(old);
+        snprintf(err, errlen, "cannot bind %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    umask(old);
+    if (chmod(path, (mode_t)mode) < 0 || listen(fd, BACKLOG) < 0 || set_flags(fd) < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    snprintf(set->unix_path, sizeof set->unix_path, "%s", path);
+    set->fds[set->n++] = fd;
+    return 0;
+}
+
+static int open_tcp(const char *addr, mf_listen_set_t *set, char *err, size_t errlen)
+{
+    char host[256];
+    const char *port, *colon;
+    struct addrinfo hints, *res, *ai;
+    int rc, fd = -1, one = 1;
+
+    if (addr[0] == '[') {
+        const char *close_br = strchr(addr, ']');
+        if (!close_br || close_br[1] != ':' || (size_t)(close_br - addr - 1) >= sizeof host) {
+            snprintf(err, errlen, "bad listen address '%s' (want [V6]:PORT)", addr);
+            return -1;
+        }
+        memcpy(host, addr + 1, (size_t)(close_br - addr - 1));
+        host[close_br - addr - 1] = '\0';
+        port = close_br + 2;
+    } else {
+        colon = strrchr(addr, ':');
+        if (!colon || (size_t)(colon - addr) >= sizeof host) {
+            snprintf(err, errlen,
+                     "bad listen address '%s' (want HOST:PORT, [V6]:PORT or "
+                     "unix:/PATH)",
+                     addr);
+            return -1;
+        }
+        memcpy(host, addr, (size_t)(colon - addr));
+        host[colon - addr] = '\0';
+        port = colon + 1;
+    }
+    if (!*port || strspn(port, "0123456789") != strlen(port) || atoi(port) > 65535) {
+        snprintf(err, errlen, "bad port in listen address '%s'", addr);
+        return -1;
+    }
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    rc = getaddrinfo(host[0] && strcmp(host, "*") ? host : NULL, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve '%s': %s", addr, gai_strerror(rc));
+        return -1;
+    }
+    for (ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, BACKLOG) == 0)
+            break;
+        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return -1;
+    set_flags(fd);
+    set->fds[set->n++] = fd;
+    return 0;
+}
+
+/* fd 0 is a listening socket when a web server or spawner started us [section 2.2]. */
+static int fd0_is_listener(void)
+{
+    int v = 0;
+    socklen_t len = sizeof v;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+
+    if (getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) < 0 || !v)
+        return 0;
+    return getpeername(0, (struct sockaddr *)&ss, &sl) < 0 && errno == ENOTCONN;
+}
+
+int mf_listener_open(const mf_config_t *cfg, mf_listen_set_t *set, char *err, size_t errlen)
+{
+    const char *pid = getenv("LISTEN_PID"), *nfds = getenv("LISTEN_FDS");
+
+    memset(set, 0, sizeof *set);
+    if (cfg->listen) {
+        set->source = "--listen";
+        if (strncmp(cfg->listen, "unix:", 5) == 0)
+            return open_unix(cfg->listen + 5, cfg->socket_mode, set, err, errlen);
+        return open_tcp(cfg->listen, set, err, errlen);
+    }
+    if (fd0_is_listener()) {
+        set->source = "fd 0";
+        set->fds[set->n++] = 0;
+        return set_flags(0) < 0 ? -1 : 0;
+    }
+    if (pid && nfds && atol(pid) == (long)getpid() && atoi(nfds) > 0) {
+        int n = atoi(nfds);
+        set->source = "systemd";
+        if (n > MF_MAX_LISTENERS)
+            n = MF_MAX_LISTENERS;
+        for (int i = 0; i < n; i++) {
+            set->fds[set->n++] = 3 + i;
+            set_flags(3 + i);
+        }
+        /* Children must not take the variables for their own. */
+        unsetenv("LISTEN_PID");
+        unsetenv("LISTEN_FDS");
+        unsetenv("LISTEN_FDNAMES");
+        return 0;
+    }
+    set->source = "default";
+    return open_tcp("127.0.0.1:9000", set, err, errlen);
+}
+
+/* Compares one address from the list with the peer; IPv4-mapped IPv6 peers match IPv4. */
+static int addr_matches(const char *a, const struct sockaddr *sa)
+{
+    struct in_addr v4;
+    struct in6_addr v6;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+        return inet_pton(AF_INET, a, &v4) == 1 && v4.s_addr == sin->sin_addr.s_addr;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        if (inet_pton(AF_INET6, a, &v6) == 1)
+            return memcmp(&v6, &s6->sin6_addr, sizeof v6) == 0;
+        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) && inet_pton(AF_INET, a, &v4) == 1)
+            return memcmp(&v4, &s6->sin6_addr.s6_addr[12], 4) == 0;
+    }
+    return 0;
+}
+
+int mf_listener_allowed(const char *allow, const struct sockaddr *sa)
+{
+    char item[INET6_ADDRSTRLEN + 8];
+    const char *p = allow;
+
+    if (!allow)
+        return 1;
+    if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
+        return 1; /* the list names TCP peers; unix sockets are guarded by their mode */
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        const char *s = p;
+        size_t len = n;
+        while (len && (*s == ' ' || *s == '\t'))
+            s++, len--;
+        while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+            len--;
+        if (len && len < sizeof item) {
+            memcpy(item, s, len);
+            item[len] = '\0';
+            if (addr_matches(item, sa))
+                return 1;
+        }
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
+{
+    mf_listener_t *ls = arg;
+    mf_worker_t *w = ls->w;
+    int one = 1;
+
+    (void)l;
+    (void)salen;
+    if (ls->is_tcp && !mf_listener_allowed(ls->allow, sa)) {
+        char host[INET6_ADDRSTRLEN] = "?";
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
+        mf_log_warn("connection from %s refused: not in the allowed addresses", host);
+        close(fd);
+        return;
+    }
+    if (ls->is_tcp)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (!mf_conn_new(w, fd))
+        return;
+    if (w->nconns >= w->cfg.max_conns && !w->accept_paused) {
+        /* Leave further connections in the backlog (or to another worker) for now. */
+        w->accept_paused = 1;
+        mf_listener_enable_all(w, 0);
+    }
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    mf_listener_t *ls = arg;
+
+    (void)fd;
+    (void)what;
+    if (!ls->w->accept_paused && !ls->w->stopping)
+        evconnlistener_enable(ls->l);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    mf_listener_t *ls = arg;
+    int err = errno;
+    struct timeval tv = {0, 100 * 1000};
+
+    /* Out of descriptors: accept would fail at once again, so pause instead of spinning. */
+    mf_log_warn("accept failed: %s; pausing accepts for 100 ms", strerror(err));
+    evconnlistener_disable(l);
+    evtimer_add(&ls->retry, &tv);
+}
+
+int mf_listener_attach(mf_worker_t *w, int fd, const char *allow, char *err, size_t errlen)
+{
+    mf_listener_t *ls = calloc(1, sizeof *ls);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+
+    if (!ls) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    ls->w = w;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        ls->is_tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
+    if (allow && !(ls->allow = strdup(allow))) {
+        free(ls);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    ls->l = evconnlistener_new(w->base, on_accept, ls,
+                               LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+    if (!ls->l) {
+        snprintf(err, errlen, "cannot accept on fd %d: %s", fd, strerror(errno));
+        free(ls->allow);
+        free(ls);
+        return -1;
+    }
+    evconnlistener_set_error_cb(ls->l, on_accept_error);
+    evtimer_assign(&ls->retry, w->base, on_retry, ls);
+    ls->next = w->listeners;
+    w->listeners = ls;
+    return 0;
+}
+
+void mf_listener_close_all(mf_worker_t *w)
+{
+    mf_listener_t *ls;
+
+    while ((ls = w->listeners) != NULL) {
+        w->listeners = ls->next;
+        evtimer_del(&ls->retry);
+        evconnlistener_free(ls->l);
+        free(ls->allow);
+        free(ls);
+    }
+}
+
+void mf_listener_enable_all(mf_worker_t *w, int on)
+{
+    for (mf_listener_t *ls = w->listeners; ls; ls = ls->next) {
+        if (on)
+            evconnlistener_enable(ls->l);
+        else
+            evconnlistener_disable(ls->l);
+    }
+}

@@ -1,0 +1,496 @@
+/*
+ * One request, from BEGIN_REQUEST to its single END_REQUEST [FastCGI 1.0, sections 5 and 6].
+ */
+#include "request.h"
+#include "conn.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Buffers of a pooled request keep up to this much memory for the next request. */
+#define KEEP_BUFFER (16 * 1024)
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+static mf_request_t *req_alloc(mf_worker_t *w)
+{
+    mf_request_t *r = w->req_pool;
+    mf_buf_t params, hdrs, out;
+    mf_param_t *pairs;
+    uint32_t pairs_cap;
+    struct evbuffer *in0, *in1;
+
+    if (!r)
+        return calloc(1, sizeof *r);
+    w->req_pool = r->next_free;
+    /* Keep the buffers' memory; everything else starts from zero. */
+    params = r->params, hdrs = r->hdrs, out = r->out;
+    pairs = r->pairs, pairs_cap = r->pairs_cap;
+    in0 = r->in[0], in1 = r->in[1];
+    memset(r, 0, sizeof *r);
+    r->params = params, r->hdrs = hdrs, r->out = out;
+    r->pairs = pairs, r->pairs_cap = pairs_cap;
+    r->in[0] = in0, r->in[1] = in1;
+    return r;
+}
+
+/* Returns the request to the pool. It must no longer be on a connection. */
+static void release(mf_request_t *r)
+{
+    mf_worker_t *w = r->w;
+
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        w->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    w->nreqs--;
+    w->slots[r->slot] = NULL;
+    w->free_slots[w->nfree_slots++] = r->slot;
+
+    mf_buf_reset(&r->params, KEEP_BUFFER);
+    mf_buf_reset(&r->hdrs, KEEP_BUFFER);
+    mf_buf_reset(&r->out, KEEP_BUFFER);
+    if (r->pairs_cap > 256) {
+        free(r->pairs);
+        r->pairs = NULL;
+        r->pairs_cap = 0;
+    }
+    for (int i = 0; i < 2; i++)
+        if (r->in[i])
+            evbuffer_drain(r->in[i], evbuffer_get_length(r->in[i]));
+    r->conn = NULL;
+    r->next_free = w->req_pool;
+    w->req_pool = r;
+}
+
+void mf__request_pool_free(mf_worker_t *w)
+{
+    mf_request_t *r;
+
+    while ((r = w->req_pool) != NULL) {
+        w->req_pool = r->next_free;
+        mf_buf_free(&r->params);
+        mf_buf_free(&r->hdrs);
+        mf_buf_free(&r->out);
+        free(r->pairs);
+        for (int i = 0; i < 2; i++)
+            if (r->in[i])
+                evbuffer_free(r->in[i]);
+        free(r);
+    }
+}
+
+/* Gives the request a slot; grows the slot table when all are in use. */
+static int take_slot(mf_worker_t *w, mf_request_t *r)
+{
+    if (w->nfree_slots == 0) {
+        uint32_t n = w->nslots ? w->nslots * 2 : 64;
+        mf_request_t **slots = realloc(w->slots, n * sizeof *slots);
+        uint32_t *free_slots;
+        if (!slots)
+            return -1;
+        w->slots = slots;
+        free_slots = realloc(w->free_slots, n * sizeof *free_slots);
+        if (!free_slots)
+            return -1;
+        w->free_slots = free_slots;
+        for (uint32_t i = n; i > w->nslots; i--)
+            w->free_slots[w->nfree_slots++] = i - 1;
+        w->nslots = n;
+    }
+    r->slot = w->free_slots[--w->nfree_slots];
+    w->slots[r->slot] = r;
+    return 0;
+}
+
+int mf_request_refuse(mf_conn_t *c, uint16_t id, uint8_t protocol_status)
+{
+    uint8_t body[8];
+
+    mf_record_end_body(body, 0, protocol_status);
+    return mf_conn_add_record(c, MF_END_REQUEST, id, body, sizeof body);
+}
+
+void mf_request_begin(mf_conn_t *c, uint16_t id, uint16_t role, uint8_t flags)
+{
+    mf_worker_t *w = c->w;
+    mf_request_t *r;
+    uint8_t status = MF_REQUEST_COMPLETE;
+
+    if (role < MF_RESPONDER || role > MF_FILTER || !(w->roles & (1u << role))) {
+        if (role == MF_AUTHORIZER)
+            mf_log_warn("an authorizer request reached an app with no authorize handler; "
+                        "answering UNKNOWN_ROLE (some web servers grant access on it)");
+        status = MF_UNKNOWN_ROLE;
+    } else if (w->nreqs >= w->cfg.max_reqs) {
+        status = MF_OVERLOADED;
+    } else if (!(r = req_alloc(w)) || take_slot(w, r) < 0) {
+        if (r) {
+            r->next_free = w->req_pool;
+            w->req_pool = r;
+        }
+        mf_log_error("out of memory for a request");
+        status = MF_OVERLOADED;
+    } else {
+        r->w = w;
+        r->conn = c;
+        r->id = id;
+        r->role = (uint8_t)role;
+        r->keep_conn = flags & MF_KEEP_CONN;
+        r->serial = ++w->serial;
+        r->status = 200;
+        r->begun = mf_worker_now(w);
+        r->hnext = c->buckets[id % MF_CONN_BUCKETS];
+        c->buckets[id % MF_CONN_BUCKETS] = r;
+        c->nreqs++;
+        r->next = w->reqs;
+        if (w->reqs)
+            w->reqs->prev = r;
+        w->reqs = r;
+        w->nreqs++;
+        return;
+    }
+    mf_request_refuse(c, id, status);
+    if (!(flags & MF_KEEP_CONN))
+        mf_conn_close_when_done(c);
+}
+
+/* Indexes the params stream; returns -1 when it is not a sequence of whole pairs. */
+static int index_params(mf_request_t *r)
+{
+    const uint8_t *buf = (const uint8_t *)r->params.p;
+    size_t off = 0;
+    mf_nv_t nv;
+    int rc;
+
+    r->npairs = 0;
+    while ((rc = mf_nv_next(buf, r->params.len, &off, &nv)) == MF_NV_PAIR) {
+        mf_param_t *p;
+        if (r->npairs == r->pairs_cap) {
+            uint32_t n = r->pairs_cap ? r->pairs_cap * 2 : 32;
+            mf_param_t *pairs = realloc(r->pairs, n * sizeof *pairs);
+            if (!pairs)
+                return -1;
+            r->pairs = pairs;
+            r->pairs_cap = n;
+        }
+        /* Offsets fit in 32 bits: --max-params is at most 2^31 - 1. */
+        p = &r->pairs[r->npairs++];
+        p->name_off = (uint32_t)(nv.name - buf);
+        p->name_len = (uint32_t)nv.name_len;
+        p->value_off = (uint32_t)(nv.value - buf);
+        p->value_len = (uint32_t)nv.value_len;
+    }
+    return rc == MF_NV_END ? 0 : -1;
+}
+
+void mf_request_params(mf_request_t *r, const uint8_t *content, size_t len)
+{
+    if (r->params_done)
+        return;
+    if (len == 0) {
+        r->params_done = 1;
+        if (r->params_over) {
+            mf_request_reject(r, 431, "request params too large\n");
+        } else if (index_params(r) < 0) {
+            mf_log_warn("request %u: malformed params; answering 400", r->id);
+            mf_request_reject(r, 400, "malformed FastCGI params\n");
+        } else {
+            r->lua = 1;
+            r->started = mf_worker_now(r->w);
+            mf__worker_push(r->w, MF_EV_NEW, r, 0);
+        }
+        return;
+    }
+    if (r->params_over)
+        return;
+    /* params.len never exceeds max_params, so the subtraction cannot wrap. */
+    if (len > r->w->cfg.max_params - r->params.len || mf_buf_append(&r->params, content, len)) {
+        r->params_over = 1;
+        mf_buf_reset(&r->params, KEEP_BUFFER);
+    }
+}
+
+/* Recounts whether this request's unread input should stop its connection reading. */
+static void update_stall(mf_request_t *r)
+{
+    int over = 0;
+
+    for (int i = 0; i < 2; i++)
+        if (r->in[i] && !(r->body_mode & (1u << i)) && evbuffer_get_length(r->in[i]) > MF_IN_HIGH)
+            over = 1;
+    if (!r->conn || over == (int)r->stalled)
+        return;
+    r->stalled = (unsigned)over;
+    if (over)
+        r->conn->in_stalled++;
+    else
+        r->conn->in_stalled--;
+    mf__conn_update_reading(r->conn);
+}
+
+void mf_request_input(mf_request_t *r, int stream, struct evbuffer *src, size_t len)
+{
+    unsigned bit = 1u << stream;
+    int eof = stream ? r->data_eof : r->stdin_eof;
+    unsigned wait = stream ? MF_WAIT_DATA : MF_WAIT_READ;
+
+    if (eof || (r->discard & bit)) {
+        evbuffer_drain(src, len);
+        return;
+    }
+    if (len == 0) {
+        if (stream)
+            r->data_eof = 1;
+        else
+            r->stdin_eof = 1;
+        mf_request_wake(r, wait);
+        return;
+    }
+    if (!r->in[stream] && !(r->in[stream] = evbuffer_new())) {
+        evbuffer_drain(src, len);
+        r->discard |= bit;
+        return;
+    }
+    evbuffer_remove_buffer(src, r->in[stream], len);
+    if ((r->body_mode & bit) && evbuffer_get_length(r->in[stream]) > r->w->cfg.max_body) {
+        /* body() will answer "too large"; the rest of the stream is dropped as it comes. */
+        r->discard |= bit;
+        evbuffer_drain(r->in[stream], evbuffer_get_length(r->in[stream]));
+    }
+    update_stall(r);
+    mf_request_wake(r, wait);
+}
+
+void mf_request_wake(mf_request_t *r, unsigned what)
+{
+    if (!r->lua || !(r->waiting & what))
+        return;
+    r->waiting = 0;
+    mf__worker_push(r->w, MF_EV_WAKE, r, 0);
+}
+
+/* Takes the request off its connection and sends its END_REQUEST. */
+static void end_request(mf_request_t *r, uint32_t app_status)
+{
+    mf_conn_t *c = r->conn;
+    uint8_t body[8];
+
+    if (!c)
+        return;
+    mf_record_end_body(body, app_status, MF_REQUEST_COMPLETE);
+    mf_conn_add_record(c, MF_END_REQUEST, r->id, body, sizeof body);
+    mf__conn_request_gone(c, r);
+    r->conn = NULL;
+}
+
+void mf_request_abort(mf_request_t *r)
+{
+    if (!r->lua) {
+        /* The handler never started: the request ends here [section 5.4]. */
+        end_request(r, 0);
+        release(r);
+        return;
+    }
+    r->aborted = 1;
+    mf_request_wake(r, MF_WAIT_READ | MF_WAIT_DATA | MF_WAIT_WRITE | MF_WAIT_FLUSH);
+}
+
+void mf_request_conn_lost(mf_request_t *r)
+{
+    r->conn = NULL;
+    r->stalled = 0;
+    if (!r->lua) {
+        release(r);
+        return;
+    }
+    r->aborted = 1;
+    mf_request_wake(r, MF_WAIT_READ | MF_WAIT_DATA | MF_WAIT_WRITE | MF_WAIT_FLUSH);
+}
+
+/* Appends the CGI header block to out; the body follows it. */
+int mf__request_emit_headers(mf_request_t *r)
+{
+    char line[128];
+    int status = r->status;
+    int n;
+
+    if (r->role == MF_AUTHORIZER && !r->status_set)
+        status = 401; /* api.md: an authorizer that sets no status denies */
+    n = snprintf(line, sizeof line, "Status: %d %s\r\n", status,
+                 r->reason[0] ? r->reason : reason_phrase(status));
+    r->headers_sent = 1;
+    if (mf_buf_append(&r->out, line, (size_t)n) < 0 ||
+        mf_buf_append(&r->out, r->hdrs.p, r->hdrs.len) < 0)
+        return -1;
+    if (!r->ct_set && r->role != MF_AUTHORIZER) {
+        static const char ct[] = "Content-Type: text/html; charset=utf-8\r\n";
+        if (mf_buf_append(&r->out, ct, sizeof ct - 1) < 0)
+            return -1;
+    }
+    return mf_buf_append(&r->out, "\r\n", 2);
+}
+
+/* Frames len bytes at p as records of the given stream type, of at most MF_OUT_CONTENT_MAX. */
+int mf__request_frame(mf_request_t *r, uint8_t type, const char *p, size_t len)
+{
+    while (len > 0) {
+        size_t n = len < MF_OUT_CONTENT_MAX ? len : MF_OUT_CONTENT_MAX;
+        if (mf_conn_add_record(r->conn, type, r->id, p, n) < 0)
+            return -1;
+        p += n;
+        len -= n;
+    }
+    if (type == MF_STDOUT)
+        r->framed = 1;
+    return 0;
+}
+
+int mf__request_frame_out(mf_request_t *r)
+{
+    int rc = mf__request_frame(r, MF_STDOUT, r->out.p, r->out.len);
+
+    r->out.len = 0;
+    return rc;
+}
+
+/*
+ * Adds body bytes. Small writes are gathered in r->out so that a response of many small
+ * pieces leaves in few records; a full record's worth is framed at once, large writes
+ * straight from the caller's memory.
+ */
+int mf__request_out_append(mf_request_t *r, const char *p, size_t len)
+{
+    mf_conn_t *c = r->conn;
+    size_t whole;
+
+    if (r->out.len + len < MF_OUT_CONTENT_MAX)
+        return mf_buf_append(&r->out, p, len) < 0 ? MF_NO_MEMORY : MF_OK;
+    if (r->out.len > 0) {
+        /* Top up what is gathered to a full record (a large header block may exceed it). */
+        size_t fill = r->out.len < MF_OUT_CONTENT_MAX ? MF_OUT_CONTENT_MAX - r->out.len : 0;
+        if (mf_buf_append(&r->out, p, fill) < 0 || mf__request_frame_out(r) < 0)
+            return MF_NO_MEMORY;
+        p += fill;
+        len -= fill;
+    }
+    /* Whole records straight from the caller's memory; the tail waits in out. */
+    whole = len - len % MF_OUT_CONTENT_MAX;
+    if (mf__request_frame(r, MF_STDOUT, p, whole) < 0 ||
+        mf_buf_append(&r->out, p + whole, len - whole) < 0)
+        return MF_NO_MEMORY;
+    if (evbuffer_get_length(c->out) > MF_OUT_HIGH) {
+        r->waiting |= MF_WAIT_WRITE;
+        c->has_waiters = 1;
+        return MF_WAIT;
+    }
+    return MF_OK;
+}
+
+void mf_request_finish(mf_request_t *r, uint32_t app_status, int how)
+{
+    mf_conn_t *c = r->conn;
+
+    if (c && !r->aborted) {
+        if (how != MF_FINISH_OK && !r->framed && !r->raw) {
+            /* Nothing reached the web server yet: the client gets a clean error. */
+            int status = how == MF_FINISH_TIMEOUT ? 504 : 500;
+            r->out.len = 0;
+            r->hdrs.len = 0;
+            r->status = status;
+            r->reason[0] = '\0';
+            r->ct_set = 1;
+            mf_buf_append(&r->hdrs, "Content-Type: text/plain\r\n", 26);
+            mf__request_emit_headers(r);
+            mf_buf_append(&r->out, reason_phrase(status), strlen(reason_phrase(status)));
+            mf_buf_append(&r->out, "\n", 1);
+        } else if (!r->raw && !r->headers_sent) {
+            mf__request_emit_headers(r);
+        }
+        mf__request_frame_out(r);
+        mf_conn_add_record(c, MF_STDOUT, r->id, NULL, 0);
+    }
+    end_request(r, app_status);
+    r->w->served++;
+    release(r);
+}
+
+void mf_request_reject(mf_request_t *r, int status, const char *body)
+{
+    r->status = status;
+    r->status_set = 1;
+    r->ct_set = 1;
+    mf_buf_append(&r->hdrs, "Content-Type: text/plain\r\n", 26);
+    mf__request_emit_headers(r);
+    mf_buf_append(&r->out, body, strlen(body));
+    mf_request_finish(r, 0, MF_FINISH_OK);
+}
+
+void mf__request_sweep(mf_worker_t *w, double now)
+{
+    mf_request_t *r, *next;
+
+    for (r = w->reqs; r; r = next) {
+        next = r->next;
+        if (!r->lua) {
+            if (!r->params_done && now - r->begun > w->cfg.read_timeout && r->conn) {
+                mf_log_info("request %u: params incomplete after %.1f s; answering 408", r->id,
+                            w->cfg.read_timeout);
+                mf_request_reject(r, 408, "params not received in time\n");
+            }
+            continue;
+        }
+        if (!r->timed_out && now - r->started > w->cfg.timeout) {
+            r->timed_out = 1;
+            mf__worker_push(w, MF_EV_TIMEOUT, r, 0);
+        } else if ((r->waiting & (MF_WAIT_READ | MF_WAIT_DATA)) &&
+                   now - r->wait_since > w->cfg.read_timeout) {
+            r->read_timed_out = 1;
+            mf_request_wake(r, MF_WAIT_READ | MF_WAIT_DATA);
+        }
+    }
+}

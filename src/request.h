@@ -1,0 +1,113 @@
+/*
+ * One request's state machine: params, the STDIN and DATA streams, the response (status,
+ * header block, body framed into STDOUT records) and its single END_REQUEST.
+ *
+ * Ownership: a request belongs to its connection until its params are complete and a NEW
+ * event hands it to Lua (r->lua). From then on only mf_request_finish(), called when the
+ * handler is done, frees it; if the connection goes away first, the request is detached
+ * (r->conn == NULL) and every read or write reports MF_ABORTED.
+ */
+#ifndef MF_REQUEST_H
+#define MF_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/buffer.h>
+
+#include "buf.h"
+#include "record.h"
+#include "worker.h"
+
+typedef struct mf_param {
+    uint32_t name_off, name_len, value_off, value_len;
+} mf_param_t;
+
+enum { MF_WAIT_READ = 1, MF_WAIT_DATA = 2, MF_WAIT_WRITE = 4, MF_WAIT_FLUSH = 8 };
+
+struct mf_request {
+    mf_worker_t *w;
+    mf_conn_t *conn;
+    mf_request_t *hnext;       /* chain in the connection's id table */
+    mf_request_t *next, *prev; /* w->reqs */
+    mf_request_t *next_free;
+
+    uint32_t slot, serial;
+    uint16_t id;
+    uint8_t role;
+    uint8_t keep_conn;
+
+    unsigned lua : 1; /* handed to Lua; only mf_request_finish frees it */
+    unsigned params_done : 1;
+    unsigned params_over : 1; /* past --max-params: answer 431 at the end of PARAMS */
+    unsigned stdin_eof : 1;
+    unsigned data_eof : 1;
+    unsigned aborted : 1;
+    unsigned timed_out : 1; /* a TIMEOUT event was sent */
+    unsigned read_timed_out : 1;
+    unsigned headers_sent : 1; /* the header block is in out */
+    unsigned framed : 1;       /* STDOUT bytes reached the connection */
+    unsigned status_set : 1;
+    unsigned raw : 1;
+    unsigned cooked : 1;    /* set_status/set_header/write used */
+    unsigned stalled : 1;   /* counted in conn->in_stalled */
+    unsigned body_mode : 2; /* bit 0: STDIN, bit 1: DATA is read whole by body() */
+    unsigned discard : 2;   /* bit 0: STDIN, bit 1: DATA past --max-body is dropped */
+    unsigned waiting : 4;   /* MF_WAIT_* the handler waits for */
+    unsigned ct_set : 1;    /* a Content-Type header was set */
+
+    double begun;   /* BEGIN_REQUEST arrived */
+    double started; /* the handler started */
+    double wait_since;
+    uint64_t flush_target; /* flush() waits until the connection wrote this far */
+
+    mf_buf_t params;
+    mf_param_t *pairs;
+    uint32_t npairs, pairs_cap;
+
+    struct evbuffer *in[2]; /* unread STDIN and DATA */
+
+    int status;
+    char reason[64];
+    mf_buf_t hdrs; /* "Name: value\r\n" lines set by the handler */
+    mf_buf_t out;  /* STDOUT bytes not yet framed */
+};
+
+/* Handles a BEGIN_REQUEST for an id that is not active. */
+void mf_request_begin(mf_conn_t *c, uint16_t id, uint16_t role, uint8_t flags);
+
+/* Handles a PARAMS, STDIN or DATA record for an active request; content is len bytes. */
+void mf_request_params(mf_request_t *r, const uint8_t *content, size_t len);
+/* Moves len content bytes of a STDIN (stream 0) or DATA (stream 1) record from src. */
+void mf_request_input(mf_request_t *r, int stream, struct evbuffer *src, size_t len);
+void mf_request_abort(mf_request_t *r);
+
+/* The connection is gone: detach or free. */
+void mf_request_conn_lost(mf_request_t *r);
+
+/* Wakes the handler if it waits for any of the MF_WAIT_* bits in what. */
+void mf_request_wake(mf_request_t *r, unsigned what);
+
+/* Ends the request: frames what is left, STDOUT end, END_REQUEST; frees it. */
+void mf_request_finish(mf_request_t *r, uint32_t app_status, int how);
+
+/* Sends a complete small response (status, plain-text body) and ends the request. */
+void mf_request_reject(mf_request_t *r, int status, const char *body);
+
+/* Sends END_REQUEST with a protocol status and no output, for a request never allocated. */
+int mf_request_refuse(mf_conn_t *c, uint16_t id, uint8_t protocol_status);
+
+/* Timeouts: params (--read-timeout), handler (--timeout), req:read (--read-timeout). */
+void mf__request_sweep(mf_worker_t *w, double now);
+
+/* Output helpers for ffi.c. */
+int mf__request_emit_headers(mf_request_t *r);
+int mf__request_frame(mf_request_t *r, uint8_t type, const char *p, size_t len);
+int mf__request_frame_out(mf_request_t *r);
+/* Adds body bytes; MF_OK, MF_WAIT (taken, but the connection is over its high-water mark). */
+int mf__request_out_append(mf_request_t *r, const char *p, size_t len);
+
+/* Frees every pooled request (worker shutdown). */
+void mf__request_pool_free(mf_worker_t *w);
+
+#endif

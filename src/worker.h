@@ -1,0 +1,102 @@
+/*
+ * One worker: one event loop, its listeners, connections and requests, and the queue of
+ * events that the Lua scheduler takes in mf_ffi_worker_poll().
+ */
+#ifndef MF_WORKER_H
+#define MF_WORKER_H
+
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "config.h"
+#include "ffi.h"
+
+typedef struct mf_conn mf_conn_t;
+typedef struct mf_listener mf_listener_t;
+
+/* Output above this many bytes on a connection suspends writers and input parsing. */
+#define MF_OUT_HIGH (256 * 1024)
+/* Writers suspended by MF_OUT_HIGH resume when output falls below this. */
+#define MF_OUT_LOW (64 * 1024)
+/* Unread STDIN or DATA above this on a request stops reading from its connection. */
+#define MF_IN_HIGH (1024 * 1024)
+
+typedef struct mf_timer {
+    struct event ev;
+    mf_worker_t *w;
+    uint64_t token;
+    struct mf_timer *next_free;
+} mf_timer_t;
+
+typedef struct mf_event_queue {
+    mf_event_t *ev;
+    uint32_t len;
+    uint32_t cap;
+} mf_event_queue_t;
+
+struct mf_worker {
+    struct event_base *base;
+    mf_config_t cfg;
+    int number;
+    int app_version;
+
+    mf_listener_t *listeners;
+    int accept_paused; /* listeners disabled at --max-conns */
+
+    mf_conn_t *conns; /* all open connections */
+    unsigned nconns;
+    mf_conn_t *dirty; /* connections with output to write before the loop sleeps */
+
+    /* Requests by slot; slot numbers are the Lua scheduler's keys. */
+    mf_request_t **slots;
+    uint32_t nslots;
+    uint32_t *free_slots;
+    uint32_t nfree_slots;
+    uint32_t serial;
+    unsigned nreqs; /* requests in flight, for --max-reqs */
+    mf_request_t *req_pool;
+    mf_request_t *reqs; /* all requests, for the timeout sweep */
+
+    mf_timer_t *timer_pool;
+
+    mf_event_queue_t pending;   /* filled by callbacks */
+    mf_event_queue_t delivered; /* read by Lua after a poll */
+
+    struct event tick;      /* periodic sweep of timeouts */
+    struct event poll_wake; /* bounds a poll with a timeout */
+    struct event sigterm, sigint, sighup;
+
+    unsigned roles; /* bit (1 << role) for each role the app defines */
+    int stopping;   /* graceful stop: no new connections or requests */
+    double stop_deadline;
+    int killed;    /* in-flight requests were told to end */
+    char *scratch; /* 64 KiB for management records */
+
+    uint64_t served; /* requests completed, for status */
+};
+
+/* Creates a worker with its own event base; NULL on failure. */
+mf_worker_t *mf_worker_new(const mf_config_t *cfg, int number);
+void mf_worker_free(mf_worker_t *w);
+
+/* The worker of this process (the moonfcgi binary has exactly one per process). */
+extern mf_worker_t *mf_worker_current;
+
+/* Handles SIGTERM, SIGINT (stop) and SIGHUP (reload) in this worker's loop. */
+int mf_worker_catch_signals(mf_worker_t *w);
+
+/* Starts the graceful stop of api.md: no new connections, in-flight requests finish. */
+void mf_worker_stop(mf_worker_t *w);
+
+/* Appends an event for Lua; returns -1 when out of memory. */
+int mf__worker_push(mf_worker_t *w, int type, mf_request_t *r, uint64_t token);
+
+/* The loop's cached time in seconds. */
+double mf_worker_now(mf_worker_t *w);
+
+/* Called by conn.c when a connection goes away, to resume accepting under --max-conns. */
+void mf__worker_conn_closed(mf_worker_t *w);
+
+#endif

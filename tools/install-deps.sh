@@ -1,0 +1,42 @@
+#!/bin/sh
+# Installs the Debian packages that building, running and testing moonfcgi need, and only
+# those that are missing. Run as root (make run / make test call it).
+#   tools/install-deps.sh build   compiler, LuaJIT, libevent, busted, lua-cjson
+#   tools/install-deps.sh test    the above, plus clang's libFuzzer, the web servers and
+#                                 clients the integration tests start
+set -eu
+
+want="build-essential cmake pkg-config libevent-dev lua-busted lua-cjson"
+if [ "${1:-build}" = test ]; then
+    want="$want clang libclang-rt-14-dev nginx libfcgi-bin curl"
+fi
+
+missing=""
+for p in $want; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+        missing="$missing $p"
+    fi
+done
+# LuaJIT: libluajit-5.1-dev or libluajit2-5.1-dev, whichever is there; never both.
+if ! pkg-config --exists luajit 2>/dev/null; then
+    missing="$missing libluajit-5.1-dev"
+fi
+if ! command -v luajit >/dev/null 2>&1; then
+    if dpkg-query -W -f='${Status}' libluajit2-5.1-dev 2>/dev/null | grep -q "ok installed"; then
+        missing="$missing luajit2"
+    else
+        missing="$missing luajit"
+    fi
+fi
+
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "moonfcgi needs these Debian packages:$missing" >&2
+    echo "install them as root: apt-get install$missing" >&2
+    exit 1
+fi
+echo "installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
