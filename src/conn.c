@@ -314,7 +314,9 @@ static int handle_record(mf_conn_t *c, const mf_record_header_t *h)
             return -1;
         }
         c->requests++;
-        if (c->closing || c->w->stopping)
+        /* During a graceful stop, requests on open connections are served until the
+         * deadline; a connection that has said it closes takes no more. */
+        if (c->closing || c->w->killed)
             mf_request_refuse(c, h->id, MF_OVERLOADED);
         else
             mf_request_begin(c, h->id, (uint16_t)((b[0] << 8) | b[1]), b[2]);

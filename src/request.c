@@ -436,13 +436,14 @@ void mf_request_finish(mf_request_t *r, uint32_t app_status, int how)
     mf_conn_t *c = r->conn;
 
     if (c && !r->aborted) {
-        if (how != MF_FINISH_OK && !r->framed && !r->raw) {
+        if (how != MF_FINISH_OK && !r->framed) {
             /* Nothing reached the web server yet: the client gets a clean error. */
             int status = how == MF_FINISH_TIMEOUT ? 504 : 500;
             r->out.len = 0;
             r->hdrs.len = 0;
             r->status = status;
             r->reason[0] = '\0';
+            r->raw = 0;
             r->ct_set = 1;
             mf_buf_append(&r->hdrs, "Content-Type: text/plain\r\n", 26);
             mf__request_emit_headers(r);
