@@ -28,7 +28,11 @@ const char mf_config_usage[] =
     "  --socket-mode MODE     permissions of a unix socket (default 0660)\n"
     "  --user USER[:GROUP]    drop privileges after binding\n"
     "  --watch                reload when the app or its modules change\n"
-    "  --log-level LEVEL      error, warn, info or debug (default info)\n";
+    "  --log-level LEVEL      error, warn, info or debug (default info)\n"
+    "  --pid-file PATH        write the master's pid to PATH\n"
+    "\n"
+    "signals to the master: SIGHUP reloads the app, SIGTERM/SIGINT stop gracefully,\n"
+    "SIGUSR1 writes each worker's status to the log\n";
 
 void mf_config_defaults(mf_config_t *cfg)
 {
@@ -113,13 +117,14 @@ enum {
     OPT_SOCKET_MODE,
     OPT_USER,
     OPT_LOG_LEVEL,
+    OPT_PID_FILE,
     OPT_COUNT
 };
 
 static const char *const value_opts[OPT_COUNT] = {
     "--listen",      "--workers", "--max-conns",    "--max-reqs",     "--max-params",
     "--max-body",    "--timeout", "--idle-timeout", "--read-timeout", "--allow",
-    "--socket-mode", "--user",    "--log-level",
+    "--socket-mode", "--user",    "--log-level",    "--pid-file",
 };
 
 static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t errlen)
@@ -162,6 +167,10 @@ static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t
     case OPT_USER:
         ok = *v != '\0';
         cfg->user = v;
+        break;
+    case OPT_PID_FILE:
+        ok = *v != '\0';
+        cfg->pid_file = v;
         break;
     case OPT_LOG_LEVEL:
         cfg->log_level = mf_log_parse_level(v);

@@ -20,6 +20,7 @@ typedef struct mf_config {
     const char *allow; /* --allow, comma-separated, or NULL */
     unsigned socket_mode;
     const char *user;
+    const char *pid_file;
     int watch;
     int log_level;
     int check;  /* --check: compile the app and exit */

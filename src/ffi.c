@@ -97,10 +97,20 @@ unsigned mf_ffi_worker_connections(mf_worker_t *w)
     return w->nconns;
 }
 
+int mf_ffi_worker_next_version(mf_worker_t *w)
+{
+    /* Under a master, every worker names a load by the master's reload generation, so a
+     * replaced worker and the others report the same version for the same code. */
+    return w->shared ? w->shared->generation : ++w->local_version;
+}
+
 void mf_ffi_worker_app_loaded(mf_worker_t *w, int version, int ok)
 {
-    if (ok)
+    if (ok) {
         w->app_version = version;
+        if (w->slot)
+            w->slot->app_version = version;
+    }
 }
 
 void mf_ffi_log(int level, const char *msg, size_t len)

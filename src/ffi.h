@@ -78,6 +78,7 @@ int mf_ffi_worker_number(mf_worker_t *w);
 double mf_ffi_worker_now(mf_worker_t *w);
 unsigned mf_ffi_worker_requests(mf_worker_t *w);
 unsigned mf_ffi_worker_connections(mf_worker_t *w);
+int mf_ffi_worker_next_version(mf_worker_t *w);
 void mf_ffi_worker_app_loaded(mf_worker_t *w, int version, int ok);
 
 void *mf_ffi_timer_start(mf_worker_t *w, double seconds, uint64_t token);

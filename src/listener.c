@@ -278,6 +278,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (!mf_conn_new(w, fd))
         return;
+    w->accepted++;
     if (w->nconns >= w->cfg.max_conns && !w->accept_paused) {
         /* Leave further connections in the backlog (or to another worker) for now. */
         w->accept_paused = 1;

@@ -124,3 +124,22 @@ int mf_vm_check(const char *app_path)
         lua_close(L);
     return status;
 }
+
+int mf_vm_check_error(const char *app_path, char *err, size_t errlen)
+{
+    int status;
+    lua_State *L = start("check", app_path, &status);
+    const char *msg = NULL;
+
+    if (status == 0)
+        msg = lua_tostring(L, -1);
+    else if (L && lua_gettop(L) > 0)
+        msg = lua_tostring(L, -1);
+    if (status != 0 && !msg)
+        msg = "cannot start the Lua runtime";
+    if (msg)
+        snprintf(err, errlen, "%s", msg);
+    if (L)
+        lua_close(L);
+    return msg ? 1 : 0;
+}

@@ -5,6 +5,8 @@
 #ifndef MF_VM_H
 #define MF_VM_H
 
+#include <stddef.h>
+
 #include "worker.h"
 
 /* Runs the app in w until the worker stops; returns the process exit status. */
@@ -12,5 +14,8 @@ int mf_vm_run(mf_worker_t *w, const char *app_path);
 
 /* Loads and compiles the app as a worker would; prints the error; returns 0 or 1. */
 int mf_vm_check(const char *app_path);
+
+/* Like mf_vm_check, quietly: returns 0, or 1 with the error in err (the master's reload). */
+int mf_vm_check_error(const char *app_path, char *err, size_t errlen);
 
 #endif

@@ -90,6 +90,19 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     mf__request_sweep(w, now);
     mf__conn_sweep(w, now);
+    if (w->slot) {
+        /* The heartbeat: the master replaces a worker whose loop stops ticking. */
+        w->slot->heartbeat = mf_status_clock();
+        w->slot->served = w->served;
+        w->slot->accepted = w->accepted;
+        w->slot->in_flight = w->nreqs;
+        w->slot->conns = w->nconns;
+        w->slot->app_version = w->app_version;
+        if (now - w->rss_checked >= 1.0) {
+            w->rss_checked = now;
+            w->slot->rss_kib = mf_status_rss_kib();
+        }
+    }
     if (w->stopping && !w->killed && now >= w->stop_deadline)
         kill_requests(w);
 }

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "ffi.h"
+#include "status.h"
 
 typedef struct mf_conn mf_conn_t;
 typedef struct mf_listener mf_listener_t;
@@ -74,7 +75,12 @@ struct mf_worker {
     int killed;    /* in-flight requests were told to end */
     char *scratch; /* 64 KiB for management records */
 
-    uint64_t served; /* requests completed, for status */
+    uint64_t served;        /* requests completed, for status */
+    uint64_t accepted;      /* connections accepted */
+    int local_version;      /* app versions loaded, when there is no master */
+    mf_shared_t *shared;    /* the master's shared area, or NULL (tests) */
+    mf_worker_slot_t *slot; /* this worker's slot in it */
+    double rss_checked;
 };
 
 /* Creates a worker with its own event base; NULL on failure. */

@@ -73,7 +73,10 @@ function _M.load_app(path)
     end
     local ok, ret = xpcall(chunk, traceback)
     if not ok then
-        return nil, tostring(ret)
+        -- The frames from xpcall down are moonfcgi's own loader: noise to the app's author.
+        local msg = tostring(ret)
+        local cut = msg:find("\n%s*%[C%]: in function 'xpcall'")
+        return nil, cut and msg:sub(1, cut - 1) or msg
     end
     if type(ret) == "function" then
         return { respond = ret }
@@ -155,7 +158,7 @@ function Runtime:load(path)
         return nil, err
     end
     self.handlers = handlers
-    self.version = self.version + 1
+    self.version = C.mf_ffi_worker_next_version(self.w)
     C.mf_ffi_worker_set_roles(self.w, roles_mask(handlers))
     C.mf_ffi_worker_app_loaded(self.w, self.version, 1)
     return handlers
