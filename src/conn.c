@@ -386,13 +386,37 @@ void mf__conn_process_input(mf_conn_t *c)
     mf__conn_update_reading(c);
 }
 
+/*
+ * Reads through the worker's scratch buffer: evbuffer_read would first ask the kernel how
+ * much is readable (an ioctl per read), and reserving a large chain per read would allocate
+ * and free it for every small request.
+ */
+static int read_input(mf_conn_t *c)
+{
+    int total = 0;
+
+    for (int i = 0; i < READ_CHUNK / MF_SCRATCH; i++) {
+        ssize_t n = read(c->fd, c->w->scratch, MF_SCRATCH);
+        if (n <= 0)
+            return total > 0 ? total : (int)n;
+        if (evbuffer_add(c->in, c->w->scratch, (size_t)n) < 0) {
+            errno = ENOMEM;
+            return -1;
+        }
+        total += (int)n;
+        if ((size_t)n < MF_SCRATCH)
+            break;
+    }
+    return total;
+}
+
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     mf_conn_t *c = arg;
     int n;
 
     (void)what;
-    n = evbuffer_read(c->in, fd, READ_CHUNK);
+    n = read_input(c);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
         /* The peer closed or reset: requests in flight are aborted (fastcgi.md). */
         mf_log_debug("fd %d: peer closed (%d requests in flight)", (int)fd, c->nreqs);

@@ -138,7 +138,7 @@ mf_worker_t *mf_worker_new(const mf_config_t *cfg, int number)
     w->cfg = *cfg;
     w->number = number;
     w->base = event_base_new();
-    w->scratch = malloc(MF_MAX_CONTENT + 1);
+    w->scratch = malloc(MF_SCRATCH);
     if (!w->base || !w->scratch) {
         mf_worker_free(w);
         return NULL;

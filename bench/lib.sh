@@ -1,0 +1,271 @@
+# shellcheck shell=bash
+# The LG_* and PHP_FPM_* variables are this file's output, read by the sourcing script.
+# shellcheck disable=SC2034
+#
+# Reusable pieces for moonfcgi's benchmark scripts. Source it from bash; it runs nothing by
+# itself:
+#
+#   . bench/lib.sh
+#   trap stop_all_bg EXIT
+#   start_bg "$dir/peer.log" "$MF_BENCH_BIN_DIR/mf-peer-libevent" --listen 127.0.0.1:19001
+#   wait_port 127.0.0.1:19001 10 "$BG_PID"
+#   run_loadgen --connect 127.0.0.1:19001 -c 50 -d 5 && echo "$LG_RPS req/s"
+#
+# Every wait is bounded in time, and only processes started here are ever signalled: by the
+# pid recorded when they were started, never by name.
+#
+# Where the tools are (override any of these before or after sourcing):
+#   MF_BUILD_DIR      the CMake build directory (default: <repo>/build)
+#   MF_BENCH_BIN_DIR  where mf-bench and the mf-peer-* binaries are (default: $MF_BUILD_DIR/bench)
+#   MF_BENCH          the load generator (default: $MF_BENCH_BIN_DIR/mf-bench)
+
+MF_BENCH_SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+: "${MF_BUILD_DIR:=$(dirname "$MF_BENCH_SRC_DIR")/build}"
+: "${MF_BENCH_BIN_DIR:=$MF_BUILD_DIR/bench}"
+: "${MF_BENCH:=$MF_BENCH_BIN_DIR/mf-bench}"
+
+# The pids start_bg started and stop_pid has not yet stopped, oldest first.
+MF_BG_PIDS=()
+
+mf_log() {
+    printf '[bench] %s\n' "$*" >&2
+}
+
+# start_bg LOGFILE COMMAND [ARGS...]
+# Starts COMMAND in the background with stdout and stderr in LOGFILE. Sets BG_PID and records
+# it in MF_BG_PIDS for stop_all_bg.
+start_bg() {
+    local log=$1
+    shift
+    "$@" >"$log" 2>&1 </dev/null &
+    BG_PID=$!
+    MF_BG_PIDS+=("$BG_PID")
+}
+
+# Whether pid is a live process (a zombie waiting to be reaped counts as gone).
+mf_alive() {
+    local state
+    kill -0 "$1" 2>/dev/null || return 1
+    state=$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ "$state" != Z ]
+}
+
+# A fractional sleep that also works where sleep takes whole seconds only.
+mf_nap() {
+    sleep "$1" 2>/dev/null || sleep 1
+}
+
+# Whether something accepts on ADDR right now (one attempt, at most one second).
+mf_accepts() {
+    local addr=$1 host port path
+    case $addr in
+    unix:*)
+        path=${addr#unix:}
+        [ -S "$path" ] || return 1
+        # A listening unix socket shows up in ss with its path as the local address.
+        if command -v ss >/dev/null 2>&1; then
+            ss -xlnH 2>/dev/null | awk -v p="$path" '$5 == p { found = 1 } END { exit !found }'
+            return
+        fi
+        return 0
+        ;;
+    \[*\]:*)
+        host=${addr%]:*}
+        host=${host#[}
+        port=${addr##*]:}
+        ;;
+    *:*)
+        host=${addr%:*}
+        port=${addr##*:}
+        ;;
+    *)
+        host=127.0.0.1
+        port=$addr
+        ;;
+    esac
+    [ -n "$host" ] || host=127.0.0.1
+    # bash's /dev/tcp connects, and the subshell closes the socket again at once.
+    timeout 1 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null
+}
+
+# wait_port ADDR [TIMEOUT_S=10] [PID]
+# Waits until ADDR (host:port, [v6]:port, a bare port, or unix:/path) accepts connections.
+# With PID, gives up as soon as that process has died. Returns 0 when ready, 1 otherwise.
+wait_port() {
+    local addr=$1 timeout_s=${2:-10} pid=${3:-} tries
+    tries=$((timeout_s * 20))
+    while [ "$tries" -gt 0 ]; do
+        mf_accepts "$addr" && return 0
+        if [ -n "$pid" ] && ! mf_alive "$pid"; then
+            mf_log "process $pid died before $addr accepted"
+            return 1
+        fi
+        mf_nap 0.05
+        tries=$((tries - 1))
+    done
+    mf_log "$addr did not accept within ${timeout_s}s"
+    return 1
+}
+
+# stop_pid PID [GRACE_S=5]
+# SIGTERM, then SIGKILL if PID is still alive after GRACE_S seconds; reaps it when it is a
+# child of this shell. Returns 0 if it ended on SIGTERM (or was already gone), 1 if it
+# needed SIGKILL.
+stop_pid() {
+    local pid=$1 grace=${2:-5} tries rc=0 i
+    tries=$((grace * 20))
+    if mf_alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null
+        while [ "$tries" -gt 0 ] && mf_alive "$pid"; do
+            mf_nap 0.05
+            tries=$((tries - 1))
+        done
+        if mf_alive "$pid"; then
+            mf_log "pid $pid ignored SIGTERM for ${grace}s, sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null
+            rc=1
+        fi
+    fi
+    wait "$pid" 2>/dev/null
+    for i in "${!MF_BG_PIDS[@]}"; do
+        [ "${MF_BG_PIDS[$i]}" = "$pid" ] && unset 'MF_BG_PIDS[i]'
+    done
+    return "$rc"
+}
+
+# stop_all_bg: stops every process start_bg started, newest first. Meant for `trap ... EXIT`.
+stop_all_bg() {
+    local i pids=("${MF_BG_PIDS[@]}")
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        stop_pid "${pids[$i]}" 5
+    done
+}
+
+# Prints the pids given and all their descendants, one per line.
+mf_descendants() {
+    ps -e -o pid=,ppid= | awk -v roots="$*" '
+        BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) want[r[i]] = 1 }
+        { parent[$1] = $2 }
+        END {
+            do {
+                added = 0
+                for (p in parent)
+                    if (!(p in want) && (parent[p] in want)) { want[p] = 1; added = 1 }
+            } while (added)
+            for (p in want) if (p in parent) print p
+        }'
+}
+
+# rss_kib_of_pids PID...
+# Prints the summed resident set size in KiB of the pids and all their descendants (worker
+# processes, a php-fpm master's children). Pages shared between processes are counted once
+# per process: see pss_kib_of_pids for a sum that splits them.
+rss_kib_of_pids() {
+    local pid total=0 rss
+    for pid in $(mf_descendants "$@"); do
+        rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
+        total=$((total + ${rss:-0}))
+    done
+    echo "$total"
+}
+
+# pss_kib_of_pids PID...
+# Like rss_kib_of_pids but proportional: a page shared by N processes counts 1/N in each,
+# the fair figure for pre-forked workers. Needs /proc/PID/smaps_rollup (Linux 4.14+) and
+# permission to read it (same user, or root).
+pss_kib_of_pids() {
+    local pid total=0 pss
+    for pid in $(mf_descendants "$@"); do
+        pss=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null)
+        total=$((total + ${pss:-0}))
+    done
+    echo "$total"
+}
+
+# run_loadgen [MF-BENCH ARGS...]
+# Runs mf-bench, shows its report, and parses its last line
+#   RESULT rps=.. bytes_per_s=.. p50_us=.. p99_us=.. max_us=.. errors=.. requests=.. cpu_pct=..
+# into LG_RPS, LG_BYTES_PER_S, LG_P50_US, LG_P99_US, LG_MAX_US, LG_ERRORS, LG_REQUESTS,
+# LG_CPU_PCT (and the whole line into LG_RESULT). Values are decimal numbers, some with a
+# fraction: compare them with awk, not [ -gt ]. Returns mf-bench's exit status (0: no
+# errors, 1: errors, 2: bad usage, 124: killed by the safety timeout). The report also goes
+# to MF_LOADGEN_LOG when that is set.
+run_loadgen() {
+    local out rc line kv key val
+    LG_RESULT='' LG_RPS='' LG_BYTES_PER_S='' LG_P50_US='' LG_P99_US='' LG_MAX_US=''
+    LG_ERRORS='' LG_REQUESTS='' LG_CPU_PCT=''
+    # mf-bench bounds itself (-d, or 120 s with -n); this only catches a hung binary.
+    out=$(timeout -k 5 "${MF_LOADGEN_TIMEOUT:-900}" "$MF_BENCH" "$@")
+    rc=$?
+    printf '%s\n' "$out"
+    [ -n "${MF_LOADGEN_LOG:-}" ] && printf '%s\n' "$out" >>"$MF_LOADGEN_LOG"
+    line=$(printf '%s\n' "$out" | grep '^RESULT ' | tail -n 1)
+    if [ -z "$line" ]; then
+        mf_log "mf-bench printed no RESULT line (exit status $rc)"
+        [ "$rc" -eq 0 ] && rc=2
+        return "$rc"
+    fi
+    LG_RESULT=$line
+    for kv in ${line#RESULT }; do
+        key=${kv%%=*}
+        val=${kv#*=}
+        # Only known names and numbers become variables: the line is not trusted as code.
+        [[ $val =~ ^[0-9]+(\.[0-9]+)?$ ]] || continue
+        case $key in
+        rps) LG_RPS=$val ;;
+        bytes_per_s) LG_BYTES_PER_S=$val ;;
+        p50_us) LG_P50_US=$val ;;
+        p99_us) LG_P99_US=$val ;;
+        max_us) LG_MAX_US=$val ;;
+        errors) LG_ERRORS=$val ;;
+        requests) LG_REQUESTS=$val ;;
+        cpu_pct) LG_CPU_PCT=$val ;;
+        esac
+    done
+    return "$rc"
+}
+
+# The php-fpm binary: php-fpm, or the newest versioned one (Debian: /usr/sbin/php-fpm8.2).
+php_fpm_bin() {
+    local c
+    for c in php-fpm /usr/sbin/php-fpm; do
+        command -v "$c" >/dev/null 2>&1 && { command -v "$c"; return 0; }
+    done
+    local found=()
+    for c in /usr/sbin/php-fpm* /usr/bin/php-fpm*; do
+        [ -x "$c" ] && found+=("$c")
+    done
+    [ "${#found[@]}" -gt 0 ] || return 1
+    printf '%s\n' "${found[@]}" | sort -V | tail -n 1
+}
+
+# php_fpm_start ADDR [CHILDREN=8] [RUNDIR]
+# Renders bench/peers/php-fpm.conf.in into RUNDIR (default: a new temporary directory) and
+# starts PHP-FPM in the foreground on ADDR (host:port or unix:/path), with -R when running
+# as root. Waits until it accepts. Sets PHP_FPM_PID (also in MF_BG_PIDS) and PHP_FPM_RUNDIR;
+# its logs are in PHP_FPM_RUNDIR. Point mf-bench at the script with
+#   --document-root "$MF_BENCH_SRC_DIR/peers" --uri /hello.php
+php_fpm_start() {
+    local addr=$1 children=${2:-8} rundir=${3:-} bin listen user root_flag=()
+    bin=$(php_fpm_bin) || { mf_log "php-fpm not found (apt-get install php-fpm)"; return 1; }
+    [ -n "$rundir" ] || rundir=$(mktemp -d "${TMPDIR:-/tmp}/mf-php-fpm.XXXXXX") || return 1
+    mkdir -p "$rundir" || return 1
+    case $addr in
+    unix:*) listen=${addr#unix:} ;;
+    *) listen=$addr ;;
+    esac
+    user=$(id -un)
+    [ "$(id -u)" -eq 0 ] && root_flag=(-R)
+    sed -e "s|@RUNDIR@|$rundir|g" -e "s|@LISTEN@|$listen|g" -e "s|@USER@|$user|g" \
+        -e "s|@CHILDREN@|$children|g" "$MF_BENCH_SRC_DIR/peers/php-fpm.conf.in" \
+        >"$rundir/php-fpm.conf" || return 1
+    start_bg "$rundir/php-fpm.stdout" "$bin" -F "${root_flag[@]}" -p "$rundir" \
+        -y "$rundir/php-fpm.conf"
+    PHP_FPM_PID=$BG_PID
+    PHP_FPM_RUNDIR=$rundir
+    if ! wait_port "$addr" 15 "$PHP_FPM_PID"; then
+        mf_log "php-fpm did not start; see $rundir/php-fpm.log"
+        stop_pid "$PHP_FPM_PID" 5
+        return 1
+    fi
+}
