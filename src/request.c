@@ -375,8 +375,7 @@ int mf__request_emit_headers(mf_request_t *r)
     memcpy(line + 12 + rlen, "\r\n", 2);
     n = 14 + rlen;
     r->headers_sent = 1;
-    if (mf_buf_append(&r->out, line, n) < 0 ||
-        mf_buf_append(&r->out, r->hdrs.p, r->hdrs.len) < 0)
+    if (mf_buf_append(&r->out, line, n) < 0 || mf_buf_append(&r->out, r->hdrs.p, r->hdrs.len) < 0)
         return -1;
     if (!r->ct_set && r->role != MF_AUTHORIZER) {
         static const char ct[] = "Content-Type: text/html; charset=utf-8\r\n";
