@@ -328,7 +328,7 @@ int mf_ffi_req_set_header(mf_request_t *r, const char *name, size_t name_len, co
     if (!append)
         remove_header(&r->hdrs, name, name_len);
     if (name_len == 12 && strncasecmp(name, "Content-Type", 12) == 0)
-        r->ct_set = value != NULL;
+        r->ct_set = 1; /* set or removed: either way the default is not wanted */
     if (!value)
         return MF_OK;
     if (mf_buf_reserve(&r->hdrs, name_len + value_len + 4) < 0)

@@ -377,7 +377,8 @@ int mf__request_emit_headers(mf_request_t *r)
     r->headers_sent = 1;
     if (mf_buf_append(&r->out, line, n) < 0 || mf_buf_append(&r->out, r->hdrs.p, r->hdrs.len) < 0)
         return -1;
-    if (!r->ct_set && r->role != MF_AUTHORIZER) {
+    /* No default type for an authorizer, nor for the statuses that have no body. */
+    if (!r->ct_set && r->role != MF_AUTHORIZER && status != 204 && status != 304) {
         static const char ct[] = "Content-Type: text/html; charset=utf-8\r\n";
         if (mf_buf_append(&r->out, ct, sizeof ct - 1) < 0)
             return -1;
@@ -452,6 +453,7 @@ void mf_request_finish(mf_request_t *r, uint32_t app_status, int how)
             r->out.len = 0;
             r->hdrs.len = 0;
             r->status = status;
+            r->status_set = 1; /* an authorizer's error is a 500 too, not its default 401 */
             r->reason[0] = '\0';
             r->raw = 0;
             r->ct_set = 1;

@@ -1,0 +1,24 @@
+local moonfcgi = require "moonfcgi"
+
+return {
+    respond = function(req)
+        local what = req:param("WHAT")
+        if what == "204" then
+            req:set_status(204)
+        elseif what == "no-type" then
+            req:set_header("Content-Type", nil)
+            req:write("bytes")
+        elseif what == "raw-error" then
+            req:raw_write("Status: 200 OK\r\n")
+            error("after raw bytes were only buffered")
+        end
+    end,
+    authorize = function(req)
+        local what = req:param("WHAT")
+        if what == "error" then
+            error("authorizer failed")
+        elseif what == "slow" then
+            moonfcgi.sleep(5)
+        end
+    end,
+}
