@@ -65,6 +65,10 @@ end
 -- stdin from /dev/null, or from opts.stdin_fd. opts.env: extra variables (false unsets).
 function _M.spawn(argv, opts)
     opts = opts or {}
+    local env = { LD_PRELOAD = false } -- the sanitizer runtimes preloaded into busted only
+    for k, v in pairs(opts.env or {}) do
+        env[k] = v
+    end
     local log = opts.log or os.tmpname()
     local fa = ffi.new("char[256]") -- posix_spawn_file_actions_t is 80 bytes in glibc
     C.posix_spawn_file_actions_init(fa)
@@ -76,7 +80,7 @@ function _M.spawn(argv, opts)
     C.posix_spawn_file_actions_addopen(fa, 1, log, O_WRONLY + O_CREAT + O_TRUNC, 420)
     C.posix_spawn_file_actions_adddup2(fa, 1, 2)
     local cargv, k1 = cstrings(argv)
-    local cenv, k2 = cstrings(environment(opts.env))
+    local cenv, k2 = cstrings(environment(env))
     local pid = ffi.new("mf_spec_pid_t[1]")
     local rc = C.posix_spawnp(pid, argv[1], fa, nil, cargv, cenv)
     C.posix_spawn_file_actions_destroy(fa)

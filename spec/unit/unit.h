@@ -1,6 +1,7 @@
 /*
  * A minimal test runner for the C unit tests: CHECK records a failure and goes on, each
- * test is a function, and main() reports "N passed, N failed".
+ * test is a function, and main() reports "N passed, N failed". A test that makes no check
+ * counts as failed.
  */
 #ifndef MF_UNIT_H
 #define MF_UNIT_H
@@ -32,8 +33,13 @@ static int unit_run(const struct unit_test *tests)
     int passed = 0, failed = 0;
 
     for (const struct unit_test *t = tests; t->name; t++) {
-        int before = unit_failures;
+        int before = unit_failures, checks = unit_checks;
         t->fn();
+        if (unit_checks == checks) {
+            /* A test that checks nothing cannot fail: count it as failed. */
+            unit_failures++;
+            fprintf(stderr, "%s: made no checks\n", t->name);
+        }
         if (unit_failures == before) {
             passed++;
         } else {
