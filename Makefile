@@ -32,6 +32,7 @@ fuzz-build: test-deps
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_conn fuzz_record
 
 run: build
+	@tools/install-deps.sh run
 	@examples/serve-behind-nginx.sh $(BUILD)/moonfcgi examples/rest.lua
 
 # Every test: the plain build, then the ASan+UBSan build, then the fuzz targets.

@@ -180,7 +180,7 @@ function _M.wait_connectable(addr, timeout, proc)
 end
 
 pcall(ffi.cdef, [[
-struct mf_spec_sockaddr_in { uint16_t family; uint16_t port; uint32_t addr; uint8_t zero[8]; };
+struct mf_spec_proc_sockaddr_in { uint16_t family; uint16_t port; uint32_t addr; uint8_t zero[8]; };
 int socket(int domain, int type, int protocol);
 int bind(int fd, const void *addr, unsigned len);
 int getsockname(int fd, void *addr, unsigned *len);
@@ -191,7 +191,7 @@ int close(int fd);
 function _M.free_port()
     local fd = C.socket(2, 1, 0)
     assert(fd >= 0, "socket failed")
-    local sa = ffi.new("struct mf_spec_sockaddr_in")
+    local sa = ffi.new("struct mf_spec_proc_sockaddr_in")
     sa.family = 2
     sa.addr = 0x0100007f -- 127.0.0.1 in network order on little-endian x86_64
     local len = ffi.new("unsigned[1]", ffi.sizeof(sa))
