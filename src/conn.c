@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -153,13 +154,41 @@ static void wake_writers(mf_conn_t *c, size_t left)
     c->has_waiters = (unsigned)still;
 }
 
+/*
+ * One sendmsg of as much of the output as fits in a batch of iovecs. MSG_NOSIGNAL: a peer
+ * that went away must not kill a process that embeds the core and never ignored SIGPIPE
+ * (the busted harness, for one).
+ */
+static ssize_t send_output(mf_conn_t *c)
+{
+    struct evbuffer_iovec v[64];
+    struct iovec iov[64];
+    struct msghdr msg;
+    int n = evbuffer_peek(c->out, -1, NULL, v, 64);
+    ssize_t sent;
+
+    if (n > 64)
+        n = 64;
+    for (int i = 0; i < n; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+    }
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = (size_t)n;
+    sent = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+    if (sent > 0)
+        evbuffer_drain(c->out, (size_t)sent);
+    return sent;
+}
+
 /* Writes what it can. Returns -1 when the connection was destroyed. */
 static int conn_write(mf_conn_t *c)
 {
     size_t left = evbuffer_get_length(c->out);
 
     if (left > 0) {
-        int n = evbuffer_write(c->out, c->fd);
+        ssize_t n = send_output(c);
         if (n < 0 && errno != EAGAIN && errno != EINTR) {
             mf_log_debug("write to fd %d failed: %s", c->fd, strerror(errno));
             mf_conn_destroy(c);
@@ -243,6 +272,8 @@ void mf__conn_request_gone(mf_conn_t *c, mf_request_t *r)
     }
     if (!r->keep_conn)
         c->closing = 1;
+    if (c->nreqs == 0)
+        c->last_active = mf_worker_now(c->w); /* idle counts from the end of the last request */
     if (c->closing && c->nreqs == 0)
         mf_conn_output_added(c);
 }
@@ -425,11 +456,12 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     }
     if (n < 0)
         return;
-    c->last_active = mf_worker_now(c->w);
     if (c->shut) {
+        /* The linger stays bounded however much the peer goes on sending. */
         evbuffer_drain(c->in, evbuffer_get_length(c->in));
         return;
     }
+    c->last_active = mf_worker_now(c->w);
     mf__conn_process_input(c);
 }
 

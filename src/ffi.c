@@ -47,7 +47,7 @@ mf_worker_t *mf_ffi_worker_new(const mf_ffi_options_t *opts)
             cfg.idle_timeout = opts->idle_timeout;
         if (opts->read_timeout > 0)
             cfg.read_timeout = opts->read_timeout;
-        if (opts->log_level >= 0 && opts->log_level <= MF_LOG_DEBUG)
+        if (opts->log_level >= -1 && opts->log_level <= MF_LOG_DEBUG)
             mf_log_level = opts->log_level;
     }
     return mf_worker_new(&cfg, 1);

@@ -240,6 +240,10 @@ void mf_request_params(mf_request_t *r, const uint8_t *content, size_t len)
             mf_log_warn("request %u: malformed params; answering 400", r->id);
             mf_request_reject(r, 400, "malformed FastCGI params\n");
         } else {
+            /* An authorizer has no body: Apache sends no STDIN at all, lighttpd an empty
+             * one. Its input ends here, so a read never waits for a stream that won't come. */
+            if (r->role == MF_AUTHORIZER)
+                r->stdin_eof = 1;
             r->lua = 1;
             r->started = mf_worker_now(r->w);
             mf__worker_push(r->w, MF_EV_NEW, r, 0);

@@ -14,11 +14,11 @@ local _M = {}
 local App = {}
 App.__index = App
 
-local LEVELS = { error = 0, warn = 1, info = 2, debug = 3 }
+local LEVELS = { none = -1, error = 0, warn = 1, info = 2, debug = 3 }
 
 -- opts: max_conns, max_reqs, max_params, max_body, timeout, idle_timeout, read_timeout
--- (as on the command line, in bytes and seconds) and log_level (default "error", or
--- $MOONFCGI_LOG_LEVEL).
+-- (as on the command line, in bytes and seconds) and log_level ("none", "error" (the
+-- default), "warn", "info", "debug", or $MOONFCGI_LOG_LEVEL).
 function _M.load(path, opts)
     if type(path) ~= "string" then
         error("bad argument #1 to 'load' (path of an app file expected)", 2)

@@ -44,6 +44,12 @@ describe("the response header block", function()
         assert.equal(504, res.status)
     end)
 
+    it("gives an authorizer an empty body at once, even when no STDIN is sent", function()
+        local res = app:request{ role = "authorizer", params = { WHAT = "read" }, stdin = false }
+        assert.equal(200, res.status)
+        assert.equal("none", res.headers["variable-body"])
+    end)
+
     it("denies with 401 when an authorizer sets no status", function()
         local res = app:request{ role = "authorizer", params = {}, stdin = false }
         assert.equal(401, res.status)

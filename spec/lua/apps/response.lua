@@ -19,6 +19,11 @@ return {
             error("authorizer failed")
         elseif what == "slow" then
             moonfcgi.sleep(5)
+        elseif what == "read" then
+            -- No STDIN comes to an authorizer (Apache sends none): the body is empty at once.
+            local chunk = req:read()
+            req:set_status(200)
+            req:set_variable("BODY", chunk == nil and "none" or "some")
         end
     end,
 }

@@ -1,0 +1,2 @@
+-- Not an app: it returns nothing.
+local x = 1

@@ -1,0 +1,2 @@
+-- Not an app: it returns a number.
+return 42

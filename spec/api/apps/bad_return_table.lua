@@ -1,0 +1,2 @@
+-- Not an app: a table without any role handler.
+return { respnd = function() end }

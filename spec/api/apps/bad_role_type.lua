@@ -1,0 +1,2 @@
+-- Not an app: a role that is not a function.
+return { respond = "hello" }

@@ -1,0 +1,2 @@
+-- Fails while loading: an error at the top level.
+error("boom at the top level")
