@@ -343,15 +343,7 @@ int mf_master_run(const mf_config_t *cfg)
         fprintf(stderr, "moonfcgi: %s\n", err);
         return 1;
     }
-    if (cfg->user && drop_privileges(cfg, &set) < 0)
-        return 1;
-    /* A broken app fails here, once, instead of in every worker in a loop. */
-    if (mf_vm_check_error(cfg->app_path, err, sizeof err) != 0) {
-        mf_log_error("cannot load %s: %s", cfg->app_path, err);
-        if (set.unix_path[0])
-            unlink(set.unix_path);
-        return 1;
-    }
+    /* Before dropping privileges: the pid file may live in a folder only root writes. */
     if (cfg->pid_file) {
         FILE *f = fopen(cfg->pid_file, "w");
         if (!f) {
@@ -360,6 +352,15 @@ int mf_master_run(const mf_config_t *cfg)
         }
         fprintf(f, "%d\n", (int)getpid());
         fclose(f);
+    }
+    if (cfg->user && drop_privileges(cfg, &set) < 0)
+        return 1;
+    /* A broken app fails here, once, instead of in every worker in a loop. */
+    if (mf_vm_check_error(cfg->app_path, err, sizeof err) != 0) {
+        mf_log_error("cannot load %s: %s", cfg->app_path, err);
+        if (set.unix_path[0])
+            unlink(set.unix_path);
+        return 1;
     }
     m.shared = mf_status_map(m.n);
     m.procs = calloc((size_t)m.n, sizeof *m.procs);

@@ -1,4 +1,5 @@
 #include "vm.h"
+#include "ffi.h"
 #include "log.h"
 
 #include <libgen.h>
@@ -81,7 +82,8 @@ static lua_State *start(const char *fn, const char *app_path, int *status)
     }
     lua_getfield(L, -1, fn);
     lua_pushstring(L, app_path);
-    *status = lua_pcall(L, 1, 1, 1) != 0 ? 2 : 0;
+    /* Two results: serve returns a status; check an error, or nil and the files read. */
+    *status = lua_pcall(L, 1, 2, 1) != 0 ? 2 : 0;
     return L;
 }
 
@@ -96,7 +98,7 @@ int mf_vm_run(mf_worker_t *w, const char *app_path)
         mf_log_error("%s", lua_tostring(L, -1));
         status = 1;
     } else if (status == 0) {
-        status = (int)lua_tointeger(L, -1);
+        status = (int)lua_tointeger(L, -2);
     }
     if (L)
         lua_close(L);
@@ -109,7 +111,7 @@ int mf_vm_check(const char *app_path)
     lua_State *L = start("check", app_path, &status);
 
     if (status == 0) {
-        const char *err = lua_tostring(L, -1);
+        const char *err = lua_tostring(L, -2);
         if (err) {
             fprintf(stderr, "%s\n", err);
             status = 1;
@@ -125,16 +127,89 @@ int mf_vm_check(const char *app_path)
     return status;
 }
 
+typedef struct snapshot_file {
+    char *path;
+    char *src;
+    size_t len;
+} snapshot_file_t;
+
+static snapshot_file_t *snapshot;
+static size_t snapshot_n;
+
+static void snapshot_free(snapshot_file_t *files, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(files[i].path);
+        free(files[i].src);
+    }
+    free(files);
+}
+
+/* Copies the table of path -> source at the top of L's stack into the snapshot. */
+static void snapshot_take(lua_State *L)
+{
+    snapshot_file_t *files = NULL;
+    size_t n = 0, cap = 0;
+
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        size_t plen, len;
+        const char *path = lua_tolstring(L, -2, &plen);
+        const char *src = lua_tolstring(L, -1, &len);
+        if (path && src) {
+            if (n == cap) {
+                snapshot_file_t *f;
+                cap = cap ? cap * 2 : 16;
+                if (!(f = realloc(files, cap * sizeof *files)))
+                    goto fail;
+                files = f;
+            }
+            files[n].path = strdup(path);
+            files[n].src = malloc(len ? len : 1);
+            files[n].len = len;
+            if (!files[n].path || !files[n].src) {
+                n++;
+                goto fail;
+            }
+            memcpy(files[n].src, src, len);
+            n++;
+        }
+        lua_pop(L, 1);
+    }
+    snapshot_free(snapshot, snapshot_n);
+    snapshot = files;
+    snapshot_n = n;
+    return;
+fail:
+    /* Without memory for a snapshot, workers read the files from disk as before. */
+    lua_pop(L, 2);
+    snapshot_free(files, n);
+}
+
+const char *mf_ffi_snapshot_file(const char *path, size_t *len)
+{
+    for (size_t i = 0; i < snapshot_n; i++) {
+        if (strcmp(snapshot[i].path, path) == 0) {
+            *len = snapshot[i].len;
+            return snapshot[i].src;
+        }
+    }
+    return NULL;
+}
+
 int mf_vm_check_error(const char *app_path, char *err, size_t errlen)
 {
     int status;
     lua_State *L = start("check", app_path, &status);
     const char *msg = NULL;
 
-    if (status == 0)
+    if (status == 0) {
+        msg = lua_tostring(L, -2);
+        if (!msg && lua_istable(L, -1))
+            snapshot_take(L);
+    } else if (L && lua_gettop(L) > 0) {
         msg = lua_tostring(L, -1);
-    else if (L && lua_gettop(L) > 0)
-        msg = lua_tostring(L, -1);
+    }
     if (status != 0 && !msg)
         msg = "cannot start the Lua runtime";
     if (msg)

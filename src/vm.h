@@ -15,7 +15,12 @@ int mf_vm_run(mf_worker_t *w, const char *app_path);
 /* Loads and compiles the app as a worker would; prints the error; returns 0 or 1. */
 int mf_vm_check(const char *app_path);
 
-/* Like mf_vm_check, quietly: returns 0, or 1 with the error in err (the master's reload). */
+/*
+ * Like mf_vm_check, quietly: returns 0, or 1 with the error in err (the master's reload).
+ * On success, the app's own files as read are kept as the snapshot that workers started
+ * from now on load (mf_ffi_snapshot_file), so a worker that replaces a dead one after a
+ * refused reload runs the last version that loaded, not what is on disk.
+ */
 int mf_vm_check_error(const char *app_path, char *err, size_t errlen);
 
 #endif

@@ -59,19 +59,85 @@ local function add_app_dir(dir)
     end
 end
 
--- Reads the file once and compiles that buffer, so what runs is what was read.
-function _M.load_app(path)
+-- How the app's files are read during a load. Outside a load, `require` uses Lua's own
+-- searchers. ctx = { dir = the app's folder, read = function(path) -> source | nil, err,
+-- record = nil or a table that collects path -> source of every file read }.
+local loading
+
+local function read_disk(path)
     local f, err = io.open(path, "rb")
     if not f then
-        return nil, "cannot open app: " .. tostring(err)
+        return nil, err
     end
     local src = f:read("*a")
     f:close()
+    return src
+end
+
+-- The last version the master saw load, kept in its memory: a worker started after a
+-- refused reload (one replacing a worker that died) loads that, not a broken file on disk.
+local snap_len = ffi.new("size_t[1]")
+local function read_snapshot(path)
+    local p = C.mf_ffi_snapshot_file(path, snap_len)
+    if p ~= nil then
+        return ffi.string(p, snap_len[0])
+    end
+    return read_disk(path)
+end
+
+-- Modules of the app's own folder, during a load: read once through ctx.read and compiled
+-- from that buffer, so what runs is what was read (and what the master checked).
+local function app_searcher(name)
+    local ctx = loading
+    if not ctx then
+        return nil
+    end
+    local file = package.searchpath(name, ctx.dir .. "/?.lua;" .. ctx.dir .. "/?/init.lua")
+    if not file then
+        return "\n\tno file in the app's folder for '" .. name .. "'"
+    end
+    local src, err = ctx.read(file)
+    if not src then
+        error("cannot read module '" .. name .. "' from " .. file .. ": " .. tostring(err), 0)
+    end
+    if ctx.record then
+        ctx.record[file] = src
+    end
+    local chunk, cerr = loadstring(src, "@" .. file)
+    if not chunk then
+        error("error loading module '" .. name .. "' from file '" .. file .. "':\n\t" .. cerr, 0)
+    end
+    return chunk
+end
+table.insert(package.loaders, 2, app_searcher)
+
+local function run_app(path, ctx)
+    local src, err = ctx.read(path)
+    if not src then
+        return nil, "cannot open app: " .. tostring(err)
+    end
+    if ctx.record then
+        ctx.record[path] = src
+    end
     local chunk, cerr = loadstring(src, "@" .. path)
     if not chunk then
         return nil, cerr
     end
+    local prev = loading
+    loading = ctx
     local ok, ret = xpcall(chunk, traceback)
+    loading = prev
+    return ok, ret
+end
+
+-- Loads the app file; ctx as above (default: from disk). Returns the handlers table, or
+-- nil and the error.
+function _M.load_app(path, ctx)
+    ctx = ctx or { dir = app_dir(path), read = read_disk }
+    local ok, ret = run_app(path, ctx)
+    if ok == nil then
+        return nil, ret
+    end
     if not ok then
         -- The frames from xpcall down are moonfcgi's own loader: noise to the app's author.
         local msg = tostring(ret)
@@ -138,22 +204,30 @@ local function roles_mask(handlers)
     return mask
 end
 
--- Loads (or reloads) the app; on failure the handlers in place keep serving.
-function Runtime:load(path)
+-- Loads (or reloads) the app; on failure the handlers in place keep serving. With
+-- from_snapshot, files come from the master's copy of the last version that loaded.
+function Runtime:load(path, from_snapshot)
     self.path = path or self.path
     local dir = app_dir(self.path)
     add_app_dir(dir)
+    local saved = {}
     if self.handlers then
-        -- A reload takes fresh copies of the app's own modules too.
-        for name, _ in pairs(package.loaded) do
-            local file = package.searchpath and package.searchpath(name, dir .. "/?.lua;" .. dir .. "/?/init.lua")
-            if file then
+        -- A reload takes fresh copies of the app's own modules too; the old ones come back
+        -- if the new version does not load.
+        local patterns = dir .. "/?.lua;" .. dir .. "/?/init.lua"
+        for name, mod in pairs(package.loaded) do
+            if package.searchpath(name, patterns) then
+                saved[name] = mod
                 package.loaded[name] = nil
             end
         end
     end
-    local handlers, err = _M.load_app(self.path)
+    local handlers, err = _M.load_app(self.path,
+        { dir = dir, read = from_snapshot and read_snapshot or read_disk })
     if not handlers then
+        for name, mod in pairs(saved) do
+            package.loaded[name] = mod
+        end
         C.mf_ffi_worker_app_loaded(self.w, self.version, 0)
         return nil, err
     end
@@ -379,7 +453,7 @@ end
 function _M.serve(path)
     local w = C.mf_ffi_worker_current()
     local rt = _M.new(w)
-    local ok, err = rt:load(path)
+    local ok, err = rt:load(path, true)
     local n = C.mf_ffi_worker_number(w)
     if not ok then
         log("error", "worker " .. n .. ": cannot load " .. path .. ": " .. tostring(err))
@@ -392,13 +466,17 @@ function _M.serve(path)
     return 0
 end
 
+-- The master's check (and --check): returns nil and the files read (path -> source), or
+-- the error.
 function _M.check(path)
-    add_app_dir(app_dir(path))
-    local ok, err = _M.load_app(path)
+    local dir = app_dir(path)
+    add_app_dir(dir)
+    local record = {}
+    local ok, err = _M.load_app(path, { dir = dir, read = read_disk, record = record })
     if not ok then
         return err
     end
-    return nil
+    return nil, record
 end
 
 pcall(ffi.cdef, "int poll(void *fds, unsigned long nfds, int timeout);")
