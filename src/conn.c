@@ -51,6 +51,8 @@ mf_conn_t *mf_conn_new(mf_worker_t *w, int fd)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
+    if (w->slot)
+        w->slot->conns = w->nconns; /* other workers balance accepts on it */
     mf__conn_update_reading(c);
     return c;
 }
@@ -91,6 +93,8 @@ void mf_conn_destroy(mf_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
+    if (w->slot)
+        w->slot->conns = w->nconns;
     close(c->fd);
     evbuffer_free(c->in);
     evbuffer_free(c->out);

@@ -16,12 +16,18 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <event2/listener.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "status.h"
 
 #define BACKLOG 4096
+/* Connections taken per wake-up, so one worker does not drain a burst alone. */
+#define ACCEPT_BATCH 4
 
 struct mf_listener {
-    struct evconnlistener *l;
+    int fd;
+    struct event ev;
     mf_worker_t *w;
     struct event retry;
     int is_tcp;
@@ -255,34 +261,95 @@ int mf_listener_allowed(const char *allow, const struct sockaddr *sa)
     return 0;
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
-                      void *arg)
+/* Hands one accepted socket to the worker. */
+static void take(mf_listener_t *ls, int fd, const struct sockaddr *sa)
 {
-    mf_listener_t *ls = arg;
     mf_worker_t *w = ls->w;
     int one = 1;
 
-    (void)l;
-    (void)salen;
     if (ls->is_tcp && !mf_listener_allowed(ls->allow, sa)) {
         char host[INET6_ADDRSTRLEN] = "?";
         if (sa->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
         else if (sa->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
         mf_log_warn("connection from %s refused: not in the allowed addresses", host);
         close(fd);
         return;
     }
     if (ls->is_tcp)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (!mf_conn_new(w, fd))
+    if (mf_conn_new(w, fd))
+        w->accepted++;
+}
+
+/*
+ * Workers share the listening socket, and the kernel wakes them all for a connection: the
+ * first to run takes it, and under load that is the same worker again and again. A worker
+ * with more connections than the least loaded live worker (plus one) lets this one go to
+ * the others.
+ */
+static int should_defer(mf_worker_t *w)
+{
+    double now;
+    uint32_t least = UINT32_MAX;
+
+    if (!w->shared || w->shared->nslots < 2)
+        return 0;
+    now = mf_status_clock();
+    for (int i = 0; i < w->shared->nslots; i++) {
+        mf_worker_slot_t *s = &w->shared->slots[i];
+        /* Only workers whose loop ticked lately: a stuck one cannot take connections. */
+        if (s == w->slot || s->pid == 0 || now - s->heartbeat > 1.5)
+            continue;
+        if (s->conns < least)
+            least = s->conns;
+    }
+    return least != UINT32_MAX && w->nconns > least + 1;
+}
+
+static void pause_accepting(mf_listener_t *ls, long usec)
+{
+    struct timeval tv = {usec / 1000000, usec % 1000000};
+
+    event_del(&ls->ev);
+    evtimer_add(&ls->retry, &tv);
+}
+
+static void on_acceptable(evutil_socket_t lfd, short what, void *arg)
+{
+    mf_listener_t *ls = arg;
+    mf_worker_t *w = ls->w;
+
+    (void)what;
+    if (should_defer(w)) {
+        pause_accepting(ls, 2000);
         return;
-    w->accepted++;
-    if (w->nconns >= w->cfg.max_conns && !w->accept_paused) {
-        /* Leave further connections in the backlog (or to another worker) for now. */
-        w->accept_paused = 1;
-        mf_listener_enable_all(w, 0);
+    }
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: accept would fail at once again; pause, don't spin. */
+                mf_log_warn("accept failed: %s; pausing accepts for 100 ms", strerror(errno));
+                pause_accepting(ls, 100 * 1000);
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                       errno != ECONNABORTED) {
+                mf_log_warn("accept failed: %s", strerror(errno));
+            }
+            return;
+        }
+        take(ls, fd, (struct sockaddr *)&ss);
+        if (w->nconns >= w->cfg.max_conns) {
+            /* Leave further connections in the backlog (or to another worker) for now. */
+            w->accept_paused = 1;
+            mf_listener_enable_all(w, 0);
+            return;
+        }
+        if (should_defer(w))
+            return;
     }
 }
 
@@ -293,19 +360,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (!ls->w->accept_paused && !ls->w->stopping)
-        evconnlistener_enable(ls->l);
-}
-
-static void on_accept_error(struct evconnlistener *l, void *arg)
-{
-    mf_listener_t *ls = arg;
-    int err = errno;
-    struct timeval tv = {0, 100 * 1000};
-
-    /* Out of descriptors: accept would fail at once again, so pause instead of spinning. */
-    mf_log_warn("accept failed: %s; pausing accepts for 100 ms", strerror(err));
-    evconnlistener_disable(l);
-    evtimer_add(&ls->retry, &tv);
+        event_add(&ls->ev, NULL);
 }
 
 int mf_listener_attach(mf_worker_t *w, int fd, const char *allow, char *err, size_t errlen)
@@ -319,6 +374,7 @@ int mf_listener_attach(mf_worker_t *w, int fd, const char *allow, char *err, siz
         return -1;
     }
     ls->w = w;
+    ls->fd = fd;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
         ls->is_tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
     if (allow && !(ls->allow = strdup(allow))) {
@@ -326,16 +382,14 @@ int mf_listener_attach(mf_worker_t *w, int fd, const char *allow, char *err, siz
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    ls->l = evconnlistener_new(w->base, on_accept, ls,
-                               LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-    if (!ls->l) {
-        snprintf(err, errlen, "cannot accept on fd %d: %s", fd, strerror(errno));
+    event_assign(&ls->ev, w->base, fd, EV_READ | EV_PERSIST, on_acceptable, ls);
+    evtimer_assign(&ls->retry, w->base, on_retry, ls);
+    if (event_add(&ls->ev, NULL) < 0) {
+        snprintf(err, errlen, "cannot accept on fd %d", fd);
         free(ls->allow);
         free(ls);
         return -1;
     }
-    evconnlistener_set_error_cb(ls->l, on_accept_error);
-    evtimer_assign(&ls->retry, w->base, on_retry, ls);
     ls->next = w->listeners;
     w->listeners = ls;
     return 0;
@@ -348,7 +402,8 @@ void mf_listener_close_all(mf_worker_t *w)
     while ((ls = w->listeners) != NULL) {
         w->listeners = ls->next;
         evtimer_del(&ls->retry);
-        evconnlistener_free(ls->l);
+        event_del(&ls->ev);
+        close(ls->fd);
         free(ls->allow);
         free(ls);
     }
@@ -357,9 +412,11 @@ void mf_listener_close_all(mf_worker_t *w)
 void mf_listener_enable_all(mf_worker_t *w, int on)
 {
     for (mf_listener_t *ls = w->listeners; ls; ls = ls->next) {
-        if (on)
-            evconnlistener_enable(ls->l);
-        else
-            evconnlistener_disable(ls->l);
+        if (on) {
+            event_add(&ls->ev, NULL);
+        } else {
+            event_del(&ls->ev);
+            evtimer_del(&ls->retry);
+        }
     }
 }

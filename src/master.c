@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -53,13 +54,14 @@ typedef struct master {
     double stop_deadline;
     int exit_status;
     mf_watch_t *watch;
+    int snapshot_fd; /* the checked code, shared with the workers (memfd) */
     struct event sigchld, sigterm, sigint, sighup, sigusr1, tick;
 } master_t;
 
 static char worker_tag[32];
 
 /* The child side of fork: becomes worker number i + 1 and never returns. */
-static void worker_main(master_t *m, int i)
+static void worker_main(master_t *m, int i, const sigset_t *mask)
 {
     static const int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     char err[512];
@@ -72,9 +74,10 @@ static void worker_main(master_t *m, int i)
     /* The master's event base is not ours: give it its own epoll set and signal pipe, so
      * that freeing it cannot touch the master's, then free it. */
     event_reinit(m->base);
+    mf_watch_free(m->watch); /* after the reinit: its events are in the child's set now */
+    m->watch = NULL;
     event_base_free(m->base);
     m->base = NULL;
-    m->watch = NULL;
     /* Workers do not outlive their master. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     snprintf(worker_tag, sizeof worker_tag, "worker %d", i + 1);
@@ -91,6 +94,8 @@ static void worker_main(master_t *m, int i)
     w->shared = m->shared;
     w->slot = &m->shared->slots[i];
     w->slot->heartbeat = mf_status_clock();
+    /* Our own handlers are in place: signals that came meanwhile are delivered now. */
+    sigprocmask(SIG_SETMASK, mask, NULL);
     for (int k = 0; k < m->set->n; k++) {
         if (mf_listener_attach(w, m->set->fds[k], m->cfg->allow, err, sizeof err) < 0) {
             mf_log_error("%s", err);
@@ -105,20 +110,28 @@ static void worker_main(master_t *m, int i)
 
 static void spawn(master_t *m, int i)
 {
-    pid_t pid = fork();
+    sigset_t all, old;
+    pid_t pid;
     mf_worker_slot_t *slot = &m->shared->slots[i];
+
+    /* Until the child has its own handlers, a signal sent to it would run the master's
+     * handler there and be lost: keep every signal blocked across the fork. */
+    memset((void *)slot, 0, sizeof *slot);
+    slot->started = mf_status_clock();
+    slot->heartbeat = slot->started;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    pid = fork();
+    if (pid == 0)
+        worker_main(m, i, &old);
+    sigprocmask(SIG_SETMASK, &old, NULL);
 
     if (pid < 0) {
         mf_log_error("fork failed: %s; retrying", strerror(errno));
         m->procs[i].respawn_at = mf_status_clock() + 1.0;
         return;
     }
-    if (pid == 0)
-        worker_main(m, i);
-    memset((void *)slot, 0, sizeof *slot);
     slot->pid = pid;
-    slot->started = mf_status_clock();
-    slot->heartbeat = slot->started;
     m->procs[i].pid = pid;
     m->procs[i].respawn_at = 0;
     m->procs[i].killed_at = 0;
@@ -205,6 +218,8 @@ static void reload(master_t *m, const char *why)
                      (int)m->shared->generation, err);
         return;
     }
+    /* Workers reload the code checked here, not whatever is on disk when they get to it. */
+    mf_vm_snapshot_write(m->snapshot_fd);
     m->shared->generation++;
     mf_log_info("reload (%s): workers load app version %d", why, (int)m->shared->generation);
     for (int i = 0; i < m->n; i++)
@@ -358,14 +373,20 @@ int mf_master_run(const mf_config_t *cfg)
         fprintf(f, "%d\n", (int)getpid());
         fclose(f);
     }
-    if (cfg->user && drop_privileges(cfg, &set) < 0)
-        return 1;
-    /* A broken app fails here, once, instead of in every worker in a loop. */
-    if (mf_vm_check_error(cfg->app_path, err, sizeof err) != 0) {
-        mf_log_error("cannot load %s: %s", cfg->app_path, err);
+    if ((cfg->user && drop_privileges(cfg, &set) < 0) ||
+        /* A broken app fails here, once, instead of in every worker in a loop. */
+        (mf_vm_check_error(cfg->app_path, err, sizeof err) != 0 &&
+         (mf_log_error("cannot load %s: %s", cfg->app_path, err), 1))) {
         if (set.unix_path[0])
             unlink(set.unix_path);
+        if (cfg->pid_file)
+            unlink(cfg->pid_file);
         return 1;
+    }
+    m.snapshot_fd = memfd_create("moonfcgi-app", 0);
+    if (m.snapshot_fd >= 0) {
+        mf_vm_snapshot_write(m.snapshot_fd);
+        mf_vm_snapshot_fd = m.snapshot_fd;
     }
     m.shared = mf_status_map(m.n);
     m.procs = calloc((size_t)m.n, sizeof *m.procs);

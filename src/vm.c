@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -184,6 +185,88 @@ fail:
     /* Without memory for a snapshot, workers read the files from disk as before. */
     lua_pop(L, 2);
     snapshot_free(files, n);
+}
+
+int mf_vm_snapshot_fd = -1;
+
+/*
+ * The memfd holds: "MFS1", then for each file a 4-byte path length, the path, a 4-byte
+ * source length and the source (lengths little-endian). The master rewrites it before
+ * every reload it accepts; workers read it on SIGHUP.
+ */
+void mf_vm_snapshot_write(int fd)
+{
+    size_t total = 4;
+    char *buf, *p;
+
+    if (fd < 0)
+        return;
+    for (size_t i = 0; i < snapshot_n; i++)
+        total += 8 + strlen(snapshot[i].path) + snapshot[i].len;
+    if (!(buf = malloc(total)))
+        return;
+    memcpy(buf, "MFS1", 4);
+    p = buf + 4;
+    for (size_t i = 0; i < snapshot_n; i++) {
+        uint32_t plen = (uint32_t)strlen(snapshot[i].path), slen = (uint32_t)snapshot[i].len;
+        memcpy(p, &plen, 4);
+        memcpy(p + 4, snapshot[i].path, plen);
+        p += 4 + plen;
+        memcpy(p, &slen, 4);
+        memcpy(p + 4, snapshot[i].src, slen);
+        p += 4 + slen;
+    }
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, total, 0) != (ssize_t)total)
+        mf_log_warn("cannot share the checked app with the workers; they reload from disk");
+    free(buf);
+}
+
+int mf_ffi_snapshot_refresh(void)
+{
+    struct stat st;
+    snapshot_file_t *files = NULL;
+    size_t n = 0, off = 4;
+    char *buf;
+
+    if (mf_vm_snapshot_fd < 0 || fstat(mf_vm_snapshot_fd, &st) < 0 || st.st_size < 4)
+        return -1;
+    if (!(buf = malloc((size_t)st.st_size)))
+        return -1;
+    if (pread(mf_vm_snapshot_fd, buf, (size_t)st.st_size, 0) != st.st_size ||
+        memcmp(buf, "MFS1", 4) != 0)
+        goto fail;
+    while (off < (size_t)st.st_size) {
+        uint32_t plen, slen;
+        snapshot_file_t *f;
+        if ((size_t)st.st_size - off < 4)
+            goto fail;
+        memcpy(&plen, buf + off, 4);
+        if (plen > (size_t)st.st_size - off - 4 || (size_t)st.st_size - off - 4 - plen < 4)
+            goto fail;
+        memcpy(&slen, buf + off + 4 + plen, 4);
+        if (slen > (size_t)st.st_size - off - 8 - plen)
+            goto fail;
+        if (!(f = realloc(files, (n + 1) * sizeof *files)))
+            goto fail;
+        files = f;
+        files[n].path = strndup(buf + off + 4, plen);
+        files[n].src = malloc(slen ? slen : 1);
+        files[n].len = slen;
+        n++;
+        if (!files[n - 1].path || !files[n - 1].src)
+            goto fail;
+        memcpy(files[n - 1].src, buf + off + 8 + plen, slen);
+        off += 8 + plen + slen;
+    }
+    free(buf);
+    snapshot_free(snapshot, snapshot_n);
+    snapshot = files;
+    snapshot_n = n;
+    return 0;
+fail:
+    free(buf);
+    snapshot_free(files, n);
+    return -1;
 }
 
 const char *mf_ffi_snapshot_file(const char *path, size_t *len)

@@ -23,4 +23,10 @@ int mf_vm_check(const char *app_path);
  */
 int mf_vm_check_error(const char *app_path, char *err, size_t errlen);
 
+/* Writes the snapshot to fd (a memfd the master shares with its workers). */
+void mf_vm_snapshot_write(int fd);
+
+/* The memfd a worker reloads from, or -1 (no master: reloads read the disk). */
+extern int mf_vm_snapshot_fd;
+
 #endif

@@ -10,7 +10,7 @@ set -eu
 want="build-essential cmake pkg-config libevent-dev lua-busted lua-cjson"
 case "${1:-build}" in
 run) want="$want nginx curl" ;;
-test) want="$want nginx curl clang libclang-rt-14-dev libfcgi-bin" ;;
+test) want="$want nginx curl clang libclang-rt-14-dev libfcgi-bin spawn-fcgi systemd util-linux" ;;
 esac
 
 missing=""

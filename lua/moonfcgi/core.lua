@@ -76,6 +76,7 @@ void *mf_ffi_timer_start(mf_worker_t *w, double seconds, uint64_t token);
 void mf_ffi_timer_cancel(mf_worker_t *w, void *timer, uint64_t token);
 
 const char *mf_ffi_snapshot_file(const char *path, size_t *len);
+int mf_ffi_snapshot_refresh(void);
 
 void mf_ffi_log(int level, const char *msg, size_t len);
 int mf_ffi_log_level(void);

@@ -239,7 +239,8 @@ function Runtime:load(path, from_snapshot)
 end
 
 function Runtime:reload()
-    local ok, err = self:load()
+    -- Under a master, the code it checked (shared with us); otherwise the files on disk.
+    local ok, err = self:load(nil, C.mf_ffi_snapshot_refresh() == 0)
     if ok then
         log("info", "worker " .. C.mf_ffi_worker_number(self.w) .. ": app version "
             .. self.version .. " loaded from " .. self.path)
