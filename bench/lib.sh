@@ -18,6 +18,12 @@
 #   MF_BUILD_DIR      the CMake build directory (default: <repo>/build)
 #   MF_BENCH_BIN_DIR  where mf-bench and the mf-peer-* binaries are (default: $MF_BUILD_DIR/bench)
 #   MF_BENCH          the load generator (default: $MF_BENCH_BIN_DIR/mf-bench)
+#
+# How to run them (arrays, empty by default; set them after sourcing):
+#   MF_LOADGEN_WRAP   a prefix for the load generators run_loadgen and run_wrk start, e.g.
+#                     (taskset -c 0) to keep them on CPU 0
+#   MF_SERVER_WRAP    the same for the servers php_fpm_start and nginx_start start, e.g.
+#                     (taskset -c 1); their children inherit it
 
 MF_BENCH_SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${MF_BUILD_DIR:=$(dirname "$MF_BENCH_SRC_DIR")/build}"
@@ -26,6 +32,8 @@ MF_BENCH_SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # The pids start_bg started and stop_pid has not yet stopped, oldest first.
 MF_BG_PIDS=()
+MF_LOADGEN_WRAP=()
+MF_SERVER_WRAP=()
 
 mf_log() {
     printf '[bench] %s\n' "$*" >&2
@@ -182,6 +190,42 @@ pss_kib_of_pids() {
     echo "$total"
 }
 
+# hwm_kib_of_pids PID...
+# Prints the summed peak resident set size (VmHWM) in KiB of the pids and all their
+# descendants: an upper bound of the peak of their sum, since each peaked on its own.
+hwm_kib_of_pids() {
+    local pid total=0 hwm
+    for pid in $(mf_descendants "$@"); do
+        hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
+        total=$((total + ${hwm:-0}))
+    done
+    echo "$total"
+}
+
+# cpu_ticks_of_pids PID...
+# Prints the user + system CPU time, in clock ticks (getconf CLK_TCK a second), that the pids
+# and their live descendants have used so far. Sample it before and after a run.
+cpu_ticks_of_pids() {
+    local pid total=0 t
+    for pid in $(mf_descendants "$@"); do
+        # Fields 14 and 15 of /proc/PID/stat, counted after the ") " that ends the name.
+        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null)
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+
+# free_port [FIRST=19400]
+# Sets FREE_PORT to the first port from FIRST on which nothing accepts on 127.0.0.1. Another
+# process may still take it before the caller binds: check that the server started.
+free_port() {
+    local p=${1:-19400}
+    while mf_accepts "127.0.0.1:$p"; do
+        p=$((p + 1))
+    done
+    FREE_PORT=$p
+}
+
 # run_loadgen [MF-BENCH ARGS...]
 # Runs mf-bench, shows its report, and parses its last line
 #   RESULT rps=.. bytes_per_s=.. p50_us=.. p99_us=.. max_us=.. errors=.. requests=.. cpu_pct=..
@@ -195,7 +239,7 @@ run_loadgen() {
     LG_RESULT='' LG_RPS='' LG_BYTES_PER_S='' LG_P50_US='' LG_P99_US='' LG_MAX_US=''
     LG_ERRORS='' LG_REQUESTS='' LG_CPU_PCT=''
     # mf-bench bounds itself (-d, or 120 s with -n); this only catches a hung binary.
-    out=$(timeout -k 5 "${MF_LOADGEN_TIMEOUT:-900}" "$MF_BENCH" "$@")
+    out=$(timeout -k 5 "${MF_LOADGEN_TIMEOUT:-900}" "${MF_LOADGEN_WRAP[@]}" "$MF_BENCH" "$@")
     rc=$?
     printf '%s\n' "$out"
     [ -n "${MF_LOADGEN_LOG:-}" ] && printf '%s\n' "$out" >>"$MF_LOADGEN_LOG"
@@ -259,7 +303,7 @@ php_fpm_start() {
     sed -e "s|@RUNDIR@|$rundir|g" -e "s|@LISTEN@|$listen|g" -e "s|@USER@|$user|g" \
         -e "s|@CHILDREN@|$children|g" "$MF_BENCH_SRC_DIR/peers/php-fpm.conf.in" \
         >"$rundir/php-fpm.conf" || return 1
-    start_bg "$rundir/php-fpm.stdout" "$bin" -F "${root_flag[@]}" -p "$rundir" \
+    start_bg "$rundir/php-fpm.stdout" "${MF_SERVER_WRAP[@]}" "$bin" -F "${root_flag[@]}" -p "$rundir" \
         -y "$rundir/php-fpm.conf"
     PHP_FPM_PID=$BG_PID
     PHP_FPM_RUNDIR=$rundir
@@ -268,4 +312,77 @@ php_fpm_start() {
         stop_pid "$PHP_FPM_PID" 5
         return 1
     fi
+}
+
+# nginx_start LISTEN UPSTREAM [RUNDIR] [DOCROOT]
+# Renders bench/nginx/nginx.conf.in into RUNDIR (default: a new temporary directory) and
+# starts nginx in the foreground, as one process, on LISTEN (host:port) with a keep-alive
+# FastCGI upstream at UPSTREAM (host:port or unix:/path, as nginx spells them). Its pid file, logs and temp paths all stay in RUNDIR. Waits
+# until it accepts. Sets NGINX_PID (also in MF_BG_PIDS) and NGINX_RUNDIR.
+nginx_start() {
+    local listen=$1 upstream=$2 rundir=${3:-} docroot=${4:-$MF_BENCH_SRC_DIR/peers} bin
+    bin=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; }) || {
+        mf_log "nginx not found (apt-get install nginx)"
+        return 1
+    }
+    [ -n "$rundir" ] || rundir=$(mktemp -d "${TMPDIR:-/tmp}/mf-nginx.XXXXXX") || return 1
+    mkdir -p "$rundir" || return 1
+    sed -e "s|@RUNDIR@|$rundir|g" -e "s|@LISTEN@|$listen|g" -e "s|@UPSTREAM@|$upstream|g" \
+        -e "s|@DOCROOT@|$docroot|g" "$MF_BENCH_SRC_DIR/nginx/nginx.conf.in" \
+        >"$rundir/nginx.conf" || return 1
+    # -e: nginx opens its default error log before it reads the configuration.
+    start_bg "$rundir/nginx.stdout" "${MF_SERVER_WRAP[@]}" "$bin" -p "$rundir" \
+        -c "$rundir/nginx.conf" -e "$rundir/error.log"
+    NGINX_PID=$BG_PID
+    NGINX_RUNDIR=$rundir
+    if ! wait_port "$listen" 10 "$NGINX_PID"; then
+        mf_log "nginx did not start; see $rundir/error.log"
+        stop_pid "$NGINX_PID" 5
+        return 1
+    fi
+}
+
+# Converts one of wrk's figures to a plain number: a latency ("850.00us", "1.30ms", "2.01s",
+# "1.00m") to microseconds, a size ("512.00KB", "5.15MB") to bytes (wrk counts in 1024s).
+mf_wrk_number() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        f["us"] = 1; f["ms"] = 1000; f["s"] = 1000000; f["m"] = 60000000; f["h"] = 3600000000
+        f["B"] = 1; f["KB"] = 1024; f["MB"] = 1048576; f["GB"] = 1073741824; f["TB"] = 1099511627776
+        printf "%.1f\n", (u in f) ? n * f[u] : n
+    }'
+}
+
+# run_wrk [WRK ARGS...]
+# Runs wrk with --latency added, shows its report (also appended to $MF_LOADGEN_LOG if set)
+# and sets the same LG_* variables as run_loadgen: LG_RPS, LG_BYTES_PER_S (HTTP bytes read),
+# LG_P50_US, LG_P99_US, LG_MAX_US, LG_REQUESTS, and LG_ERRORS (socket errors plus non-2xx/3xx
+# answers); LG_CPU_PCT stays empty. Returns 1 when there were errors or no figures.
+run_wrk() {
+    local out rc
+    LG_RESULT='' LG_RPS='' LG_BYTES_PER_S='' LG_P50_US='' LG_P99_US='' LG_MAX_US=''
+    LG_ERRORS='' LG_REQUESTS='' LG_CPU_PCT=''
+    command -v wrk >/dev/null 2>&1 || { mf_log "wrk not found (apt-get install wrk)"; return 2; }
+    out=$(timeout -k 5 "${MF_LOADGEN_TIMEOUT:-900}" "${MF_LOADGEN_WRAP[@]}" wrk --latency "$@")
+    rc=$?
+    printf '%s\n' "$out"
+    [ -n "${MF_LOADGEN_LOG:-}" ] && printf '%s\n' "$out" >>"$MF_LOADGEN_LOG"
+    LG_RPS=$(printf '%s\n' "$out" | awk '$1 == "Requests/sec:" { print $2 }')
+    LG_BYTES_PER_S=$(mf_wrk_number "$(printf '%s\n' "$out" | awk '$1 == "Transfer/sec:" { print $2 }')")
+    LG_P50_US=$(mf_wrk_number "$(printf '%s\n' "$out" | awk '$1 == "50%" { print $2 }')")
+    LG_P99_US=$(mf_wrk_number "$(printf '%s\n' "$out" | awk '$1 == "99%" { print $2 }')")
+    LG_MAX_US=$(mf_wrk_number "$(printf '%s\n' "$out" | awk '$1 == "Latency" && NF >= 4 { print $4; exit }')")
+    LG_REQUESTS=$(printf '%s\n' "$out" | awk '/ requests in / { print $1 }')
+    LG_ERRORS=$(printf '%s\n' "$out" | awk '
+        /Non-2xx or 3xx responses:/ { e += $NF }
+        /Socket errors:/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) e += $i + 0 }
+        END { print e + 0 }')
+    if [ -z "$LG_RPS" ]; then
+        mf_log "wrk printed no Requests/sec (exit status $rc)"
+        return 1
+    fi
+    LG_RESULT="RESULT rps=$LG_RPS bytes_per_s=$LG_BYTES_PER_S p50_us=$LG_P50_US p99_us=$LG_P99_US max_us=$LG_MAX_US errors=$LG_ERRORS requests=$LG_REQUESTS"
+    [ "$rc" -eq 0 ] && [ "$LG_ERRORS" = 0 ] && return 0
+    [ "$rc" -ne 0 ] && return "$rc"
+    return 1
 }

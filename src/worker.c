@@ -130,6 +130,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 mf_worker_t *mf_worker_new(const mf_config_t *cfg, int number)
 {
     mf_worker_t *w = calloc(1, sizeof *w);
+    struct event_config *ecfg;
     double shortest, interval;
     struct timeval tv;
 
@@ -137,7 +138,13 @@ mf_worker_t *mf_worker_new(const mf_config_t *cfg, int number)
         return NULL;
     w->cfg = *cfg;
     w->number = number;
-    w->base = event_base_new();
+    /* The precise (CLOCK_MONOTONIC) timer: with the coarse clock, a 10 ms sleep woke up to
+     * 4 ms early here and waited again, adding about 2 ms to every moonfcgi.sleep. */
+    if ((ecfg = event_config_new()) != NULL) {
+        event_config_set_flag(ecfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+        w->base = event_base_new_with_config(ecfg);
+        event_config_free(ecfg);
+    }
     w->scratch = malloc(MF_SCRATCH);
     if (!w->base || !w->scratch) {
         mf_worker_free(w);
