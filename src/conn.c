@@ -234,20 +234,28 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
     conn_write(arg);
 }
 
-int mf_conn_add_record(mf_conn_t *c, uint8_t type, uint16_t id, const void *content, size_t len)
+int mf_conn_add_record2(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, size_t alen,
+                        const void *b, size_t blen)
 {
     static const uint8_t zeros[8];
     uint8_t h[MF_HEADER_LEN];
+    size_t len = alen + blen;
     uint8_t pad = mf_record_padding(len);
 
     mf_record_header_encode(h, type, id, (uint16_t)len, pad);
-    /* The three parts are added before anything else can run: the record stays whole. */
-    if (evbuffer_add(c->out, h, sizeof h) < 0 || (len && evbuffer_add(c->out, content, len) < 0) ||
+    /* The parts are added before anything else can run: the record stays whole. */
+    if (evbuffer_add(c->out, h, sizeof h) < 0 || (alen && evbuffer_add(c->out, a, alen) < 0) ||
+        (blen && evbuffer_add(c->out, b, blen) < 0) ||
         (pad && evbuffer_add(c->out, zeros, pad) < 0))
         return -1;
     c->out_added += sizeof h + len + pad;
     mf_conn_output_added(c);
     return 0;
+}
+
+int mf_conn_add_record(mf_conn_t *c, uint8_t type, uint16_t id, const void *content, size_t len)
+{
+    return mf_conn_add_record2(c, type, id, content, len, NULL, 0);
 }
 
 mf_request_t *mf__conn_find(mf_conn_t *c, uint16_t id)

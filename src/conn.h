@@ -58,6 +58,10 @@ void mf_conn_flush_dirty(mf_worker_t *w);
 /* Appends one whole record (header, content, padding) to the output. */
 int mf_conn_add_record(mf_conn_t *c, uint8_t type, uint16_t id, const void *content, size_t len);
 
+/* The same with content in two parts (a then b), alen + blen <= MF_MAX_CONTENT. */
+int mf_conn_add_record2(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, size_t alen,
+                        const void *b, size_t blen);
+
 /* Called by request.c when a request is removed from the connection. */
 void mf__conn_request_gone(mf_conn_t *c, mf_request_t *r);
 

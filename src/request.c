@@ -425,11 +425,16 @@ int mf__request_out_append(mf_request_t *r, const char *p, size_t len)
 
     if (r->out.len + len < MF_OUT_CONTENT_MAX)
         return mf_buf_append(&r->out, p, len) < 0 ? MF_NO_MEMORY : MF_OK;
+    if (r->out.len >= MF_OUT_CONTENT_MAX && mf__request_frame_out(r) < 0)
+        return MF_NO_MEMORY; /* a header block larger than a record */
     if (r->out.len > 0) {
-        /* Top up what is gathered to a full record (a large header block may exceed it). */
-        size_t fill = r->out.len < MF_OUT_CONTENT_MAX ? MF_OUT_CONTENT_MAX - r->out.len : 0;
-        if (mf_buf_append(&r->out, p, fill) < 0 || mf__request_frame_out(r) < 0)
+        /* One full record of what is gathered and the start of p, without copying p into
+         * out first. */
+        size_t fill = MF_OUT_CONTENT_MAX - r->out.len;
+        if (mf_conn_add_record2(c, MF_STDOUT, r->id, r->out.p, r->out.len, p, fill) < 0)
             return MF_NO_MEMORY;
+        r->framed = 1;
+        r->out.len = 0;
         p += fill;
         len -= fill;
     }
