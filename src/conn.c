@@ -282,8 +282,8 @@ void mf__conn_request_gone(mf_conn_t *c, mf_request_t *r)
         c->in_stalled--;
         mf__conn_update_reading(c);
     }
-    if (!r->keep_conn)
-        c->closing = 1;
+    if (!r->keep_conn || c->w->stopping)
+        c->closing = 1; /* during a graceful stop, a connection closes with its last request */
     if (c->nreqs == 0)
         c->last_active = mf_worker_now(c->w); /* idle counts from the end of the last request */
     if (c->closing && c->nreqs == 0)

@@ -88,6 +88,8 @@ static void release(mf_request_t *r)
     if (r->next)
         r->next->prev = r->prev;
     w->nreqs--;
+    if (!r->params_done)
+        w->params_pending -= r->params.len;
     w->slots[r->slot] = NULL;
     w->free_slots[w->nfree_slots++] = r->slot;
 
@@ -228,12 +230,21 @@ static int index_params(mf_request_t *r)
     return rc == MF_NV_END ? 0 : -1;
 }
 
+/* The most params bytes all unfinished requests of a worker may hold together. */
+static size_t params_cap(const mf_worker_t *w)
+{
+    size_t cap = 64 * 1024 * 1024;
+
+    return w->cfg.max_params * 4 > cap ? w->cfg.max_params * 4 : cap;
+}
+
 void mf_request_params(mf_request_t *r, const uint8_t *content, size_t len)
 {
     if (r->params_done)
         return;
     if (len == 0) {
         r->params_done = 1;
+        r->w->params_pending -= r->params.len;
         if (r->params_over) {
             mf_request_reject(r, 431, "request params too large\n");
         } else if (index_params(r) < 0) {
@@ -252,11 +263,17 @@ void mf_request_params(mf_request_t *r, const uint8_t *content, size_t len)
     }
     if (r->params_over)
         return;
-    /* params.len never exceeds max_params, so the subtraction cannot wrap. */
-    if (len > r->w->cfg.max_params - r->params.len || mf_buf_append(&r->params, content, len)) {
+    /* params.len never exceeds max_params, so the subtraction cannot wrap. Unfinished
+     * params of all requests together are capped too: many requests that never finish their
+     * params must not hold --max-reqs times --max-params of memory. */
+    if (len > r->w->cfg.max_params - r->params.len ||
+        r->w->params_pending + len > params_cap(r->w) || mf_buf_append(&r->params, content, len)) {
         r->params_over = 1;
+        r->w->params_pending -= r->params.len;
         mf_buf_reset(&r->params, KEEP_BUFFER);
+        return;
     }
+    r->w->params_pending += len;
 }
 
 /* Recounts whether this request's unread input should stop its connection reading. */

@@ -83,6 +83,7 @@ struct mf_worker {
     mf_shared_t *shared;    /* the master's shared area, or NULL (tests) */
     mf_worker_slot_t *slot; /* this worker's slot in it */
     double rss_checked;
+    size_t params_pending; /* params bytes held by requests whose params are unfinished */
 };
 
 /* Creates a worker with its own event base; NULL on failure. */
