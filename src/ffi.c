@@ -205,42 +205,73 @@ int mf_ffi_req_read(mf_request_t *r, int stream, size_t max, const char **p, siz
     return wait_input(r, stream);
 }
 
+/* The size the web server announced for a stream, or 0. */
+static size_t announced_length(mf_request_t *r, int stream)
+{
+    const char *name = stream ? "FCGI_DATA_LENGTH" : "CONTENT_LENGTH", *v;
+    size_t vlen, n = 0;
+
+    if (mf_ffi_req_param(r, name, strlen(name), &v, &vlen) != MF_OK || vlen == 0 || vlen > 12)
+        return 0;
+    for (size_t i = 0; i < vlen; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return 0;
+        n = n * 10 + (size_t)(v[i] - '0');
+    }
+    return n;
+}
+
 int mf_ffi_req_body(mf_request_t *r, int stream, const char **p, size_t *len)
 {
     int rc = input_state(r, stream);
-    struct evbuffer *b;
-    size_t n;
+    unsigned bit = 1u << stream;
+    mf_buf_t *whole = &r->whole[stream];
 
     if (rc != MF_OK)
         return rc;
-    b = r->in[stream];
-    n = b ? evbuffer_get_length(b) : 0;
-    if (!(r->body_mode & (1u << stream))) {
-        r->body_mode |= 1u << stream;
+    if (!(r->body_mode & bit)) {
+        /* From now on the stream is gathered whole (request.c); what came before moves
+         * into the same block, sized for the announced length when it is within bounds. */
+        struct evbuffer *b = r->in[stream];
+        size_t have = b ? evbuffer_get_length(b) : 0, want = announced_length(r, stream);
+        r->body_mode |= bit;
+        if (have > r->w->cfg.max_body) {
+            r->discard |= bit;
+            evbuffer_drain(b, have);
+        } else if (mf_buf_reserve(whole, want > have && want <= r->w->cfg.max_body ? want : have) <
+                   0) {
+            return MF_NO_MEMORY;
+        } else if (have) {
+            evbuffer_remove(b, whole->p + whole->len, have);
+            whole->len += have;
+        }
         if (r->stalled) {
             /* The body is read whole: its bound is now --max-body, not MF_IN_HIGH. */
             r->stalled = 0;
             r->conn->in_stalled--;
             mf__conn_update_reading(r->conn);
         }
-    }
-    if (n > r->w->cfg.max_body) {
-        r->discard |= 1u << stream;
-        evbuffer_drain(b, n);
-        return MF_TOO_LARGE;
+        if (r->discard & bit)
+            return MF_TOO_LARGE;
     }
     if (!(stream ? r->data_eof : r->stdin_eof))
         return wait_input(r, stream);
-    *p = n ? (const char *)evbuffer_pullup(b, -1) : "";
-    *len = n;
+    *p = whole->len ? whole->p : "";
+    *len = whole->len;
     return MF_OK;
 }
 
 void mf_ffi_req_consume(mf_request_t *r, int stream, size_t len)
 {
-    struct evbuffer *b = (stream == 0 || stream == 1) ? r->in[stream] : NULL;
+    struct evbuffer *b;
 
-    if (!b)
+    if (stream != 0 && stream != 1)
+        return;
+    if (r->body_mode & (1u << stream)) {
+        mf_buf_reset(&r->whole[stream], 64 * 1024);
+        return;
+    }
+    if (!(b = r->in[stream]))
         return;
     evbuffer_drain(b, len);
     if (r->stalled && r->conn && evbuffer_get_length(b) <= MF_IN_HIGH) {

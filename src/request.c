@@ -57,7 +57,7 @@ static const char *reason_phrase(int status)
 static mf_request_t *req_alloc(mf_worker_t *w)
 {
     mf_request_t *r = w->req_pool;
-    mf_buf_t params, hdrs, out;
+    mf_buf_t params, hdrs, out, whole0, whole1;
     mf_param_t *pairs;
     uint32_t pairs_cap;
     struct evbuffer *in0, *in1;
@@ -67,10 +67,12 @@ static mf_request_t *req_alloc(mf_worker_t *w)
     w->req_pool = r->next_free;
     /* Keep the buffers' memory; everything else starts from zero. */
     params = r->params, hdrs = r->hdrs, out = r->out;
+    whole0 = r->whole[0], whole1 = r->whole[1];
     pairs = r->pairs, pairs_cap = r->pairs_cap;
     in0 = r->in[0], in1 = r->in[1];
     memset(r, 0, sizeof *r);
     r->params = params, r->hdrs = hdrs, r->out = out;
+    r->whole[0] = whole0, r->whole[1] = whole1;
     r->pairs = pairs, r->pairs_cap = pairs_cap;
     r->in[0] = in0, r->in[1] = in1;
     return r;
@@ -96,6 +98,8 @@ static void release(mf_request_t *r)
     mf_buf_reset(&r->params, KEEP_BUFFER);
     mf_buf_reset(&r->hdrs, KEEP_BUFFER);
     mf_buf_reset(&r->out, KEEP_BUFFER);
+    mf_buf_reset(&r->whole[0], KEEP_BUFFER);
+    mf_buf_reset(&r->whole[1], KEEP_BUFFER);
     if (r->pairs_cap > 256) {
         free(r->pairs);
         r->pairs = NULL;
@@ -118,6 +122,8 @@ void mf__request_pool_free(mf_worker_t *w)
         mf_buf_free(&r->params);
         mf_buf_free(&r->hdrs);
         mf_buf_free(&r->out);
+        mf_buf_free(&r->whole[0]);
+        mf_buf_free(&r->whole[1]);
         free(r->pairs);
         for (int i = 0; i < 2; i++)
             if (r->in[i])
@@ -282,7 +288,7 @@ static void update_stall(mf_request_t *r)
     int over = 0;
 
     for (int i = 0; i < 2; i++)
-        if (r->in[i] && !(r->body_mode & (1u << i)) && evbuffer_get_length(r->in[i]) > MF_IN_HIGH)
+        if (r->in[i] && evbuffer_get_length(r->in[i]) > MF_IN_HIGH)
             over = 1;
     if (!r->conn || over == (int)r->stalled)
         return;
@@ -312,17 +318,31 @@ void mf_request_input(mf_request_t *r, int stream, struct evbuffer *src, size_t 
         mf_request_wake(r, wait);
         return;
     }
+    if (r->body_mode & bit) {
+        /* body() gathers the stream in one contiguous block, so that handing it to Lua is
+         * the only copy left. Past --max-body, body() answers "too large" and the rest of
+         * the stream is dropped as it comes. */
+        mf_buf_t *whole = &r->whole[stream];
+        if (len > r->w->cfg.max_body - whole->len || mf_buf_reserve(whole, len) < 0) {
+            r->discard |= bit;
+            mf_buf_reset(whole, KEEP_BUFFER);
+            evbuffer_drain(src, len);
+            mf_request_wake(r, wait);
+        } else {
+            /* No wake-up per record: body() only needs the end. Progress still counts
+             * against --read-timeout. */
+            evbuffer_remove(src, whole->p + whole->len, len);
+            whole->len += len;
+            r->wait_since = mf_worker_now(r->w);
+        }
+        return;
+    }
     if (!r->in[stream] && !(r->in[stream] = evbuffer_new())) {
         evbuffer_drain(src, len);
         r->discard |= bit;
         return;
     }
     evbuffer_remove_buffer(src, r->in[stream], len);
-    if ((r->body_mode & bit) && evbuffer_get_length(r->in[stream]) > r->w->cfg.max_body) {
-        /* body() will answer "too large"; the rest of the stream is dropped as it comes. */
-        r->discard |= bit;
-        evbuffer_drain(r->in[stream], evbuffer_get_length(r->in[stream]));
-    }
     update_stall(r);
     mf_request_wake(r, wait);
 }

@@ -66,6 +66,7 @@ struct mf_request {
     uint32_t npairs, pairs_cap;
 
     struct evbuffer *in[2]; /* unread STDIN and DATA */
+    mf_buf_t whole[2];      /* STDIN and DATA gathered for body() and data() */
 
     int status;
     char reason[64];
