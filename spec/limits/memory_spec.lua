@@ -67,6 +67,11 @@ describe("a 100 MiB response to a client that reads slowly", function()
         assert.is_number(pid)
         local peak = status_kib(pid, "VmHWM")
         assert.is_number(peak)
+        if os.getenv("MOONFCGI_SANITIZED") then
+            -- AddressSanitizer's shadow memory and quarantine dwarf what moonfcgi holds: the
+            -- bound is checked on the plain build; here, that every byte arrived.
+            return
+        end
         assert.is_true(peak < 64 * 1024, "worker peak RSS " .. tostring(peak) .. " KiB")
     end)
 end)

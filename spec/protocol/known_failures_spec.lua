@@ -472,7 +472,10 @@ end)
 
 describe("libevent pitfalls, in the embedded core", function()
     it("does not let a SIGPIPE kill a process that embeds the core (moonfcgi.test)", function()
-        local p = assert(process.spawn({ "luajit", "spec/protocol/apps/sigpipe_child.lua", H.APP }))
+        -- The child loads the core library as busted does: with the sanitizer runtimes
+        -- preloaded when the suite runs on the sanitizer build.
+        local p = assert(process.spawn({ "luajit", "spec/protocol/apps/sigpipe_child.lua", H.APP },
+            { env = { LD_PRELOAD = os.getenv("LD_PRELOAD") or false } }))
         finally(function() p:cleanup() end)
         local status = p:wait(20)
         local out = p:output()
