@@ -25,6 +25,7 @@
 #define READ_CHUNK (1024 * 1024)
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
+static ssize_t send_output(mf_conn_t *c);
 static void on_write(evutil_socket_t fd, short what, void *arg);
 
 mf_conn_t *mf_conn_new(mf_worker_t *w, int fd)
@@ -414,6 +415,7 @@ void mf__conn_process_input(mf_conn_t *c)
         if (h.version != MF_FCGI_VERSION) {
             /* Never resynchronise: nothing after a bad header can be trusted. */
             mf_log_warn("fd %d: record with version %u; closing", c->fd, h.version);
+            send_output(c);
             mf_conn_destroy(c);
             return;
         }
@@ -421,6 +423,8 @@ void mf__conn_process_input(mf_conn_t *c)
             break;
         evbuffer_drain(c->in, MF_HEADER_LEN);
         if (handle_record(c, &h) < 0) {
+            /* Answers to the requests before the bad record still go out, if they can. */
+            send_output(c);
             mf_conn_destroy(c);
             return;
         }

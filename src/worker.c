@@ -203,9 +203,12 @@ void mf_worker_free(mf_worker_t *w)
     while (w->reqs)
         mf_request_finish(w->reqs, 0, MF_FINISH_OK);
     mf__request_pool_free(w);
-    while (w->timer_pool) {
-        mf_timer_t *t = w->timer_pool;
-        w->timer_pool = t->next_free;
+    /* Pending timers too: a handler may have been sleeping when the worker ended. */
+    while (w->timers) {
+        mf_timer_t *t = w->timers;
+        w->timers = t->next_all;
+        if (w->base)
+            evtimer_del(&t->ev);
         free(t);
     }
     if (w->base) {
@@ -292,10 +295,14 @@ void *mf_ffi_timer_start(mf_worker_t *w, double seconds, uint64_t token)
     mf_timer_t *t = w->timer_pool;
     struct timeval tv;
 
-    if (t)
+    if (t) {
         w->timer_pool = t->next_free;
-    else if (!(t = malloc(sizeof *t)))
-        return NULL;
+    } else {
+        if (!(t = malloc(sizeof *t)))
+            return NULL;
+        t->next_all = w->timers;
+        w->timers = t;
+    }
     t->w = w;
     t->token = token;
     t->next_free = NULL;

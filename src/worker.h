@@ -31,6 +31,7 @@ typedef struct mf_timer {
     mf_worker_t *w;
     uint64_t token;
     struct mf_timer *next_free;
+    struct mf_timer *next_all; /* every timer ever made, pooled or pending: freed at the end */
 } mf_timer_t;
 
 typedef struct mf_event_queue {
@@ -63,6 +64,7 @@ struct mf_worker {
     mf_request_t *reqs; /* all requests, for the timeout sweep */
 
     mf_timer_t *timer_pool;
+    mf_timer_t *timers; /* all of them, through next_all */
 
     mf_event_queue_t pending;   /* filled by callbacks */
     mf_event_queue_t delivered; /* read by Lua after a poll */

@@ -233,12 +233,12 @@ static void pair_round_trip_lengths(void)
 {
     static const size_t lens[] = {0, 1, 127, 128, 65535, 1024 * 1024};
     size_t big = 1024 * 1024;
-    uint8_t *src = malloc(big), *dst = malloc(2 * big + 16);
+    uint8_t *src = malloc(big + 1), *dst = malloc(2 * big + 16);
 
     CHECK(src && dst);
     if (!src || !dst)
         goto end;
-    for (size_t i = 0; i < big; i++)
+    for (size_t i = 0; i <= big; i++)
         src[i] = (uint8_t)(i * 7 + 3);
     for (size_t a = 0; a < 6; a++) {
         for (size_t b = 0; b < 6; b++) {
@@ -283,8 +283,8 @@ static void pair_length_2_31_minus_1(void)
 
     CHECK_EQ(mf_nv_size(0, max), len);
     CHECK_EQ(mf_nv_size(max, max), (size_t)8 + 2 * max);
-    map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-               -1, 0);
+    map =
+        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     CHECK(map != MAP_FAILED);
     if (map == MAP_FAILED)
         return;
@@ -332,7 +332,7 @@ static void truncated_pairs_at_every_byte(void)
 
     memset(name, 'N', sizeof name);
     memset(value, 'V', sizeof value);
-    n1 = mf_nv_encode(buf, name, 130, value, 5);     /* 4-byte name length */
+    n1 = mf_nv_encode(buf, name, 130, value, 5);      /* 4-byte name length */
     n2 = mf_nv_encode(buf + n1, name, 3, value, 150); /* 4-byte value length */
     CHECK_EQ(n1, (size_t)4 + 1 + 130 + 5);
     CHECK_EQ(n2, (size_t)1 + 4 + 3 + 150);
