@@ -57,6 +57,7 @@ check-format:
 
 bench: test-deps build
 	@bench/run.sh $(BUILD)
+	@bench/scaling.sh $(BUILD)
 
 install: build
 	@cmake --install $(BUILD)
