@@ -254,6 +254,52 @@ int mf_conn_add_record2(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, 
     return 0;
 }
 
+/* libevent is done with a referenced block: tell Lua (through the worker) it may let go. */
+static void on_ref_done(const void *data, size_t len, void *arg)
+{
+    mf_ref_t *ref = arg;
+    mf_worker_t *w = ref->w;
+
+    (void)data;
+    (void)len;
+    mf__worker_released(w, ref->token);
+    ref->next_free = w->ref_pool;
+    w->ref_pool = ref;
+}
+
+int mf_conn_add_record_ref(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, size_t alen,
+                           const void *b, size_t blen, uint64_t token)
+{
+    static const uint8_t zeros[8];
+    mf_worker_t *w = c->w;
+    uint8_t h[MF_HEADER_LEN];
+    size_t len = alen + blen;
+    uint8_t pad = mf_record_padding(len);
+    mf_ref_t *ref = w->ref_pool;
+
+    if (ref) {
+        w->ref_pool = ref->next_free;
+    } else {
+        if (!(ref = malloc(sizeof *ref)))
+            return -1;
+        ref->next_all = w->refs;
+        w->refs = ref;
+    }
+    ref->w = w;
+    ref->token = token;
+    mf_record_header_encode(h, type, id, (uint16_t)len, pad);
+    if (evbuffer_add(c->out, h, sizeof h) < 0 || (alen && evbuffer_add(c->out, a, alen) < 0) ||
+        evbuffer_add_reference(c->out, b, blen, on_ref_done, ref) < 0 ||
+        (pad && evbuffer_add(c->out, zeros, pad) < 0)) {
+        /* Only the reference's failure leaves it unused; the stream is broken either way
+         * and the connection will be closed by the caller's out-of-memory answer. */
+        return -1;
+    }
+    c->out_added += sizeof h + len + pad;
+    mf_conn_output_added(c);
+    return 0;
+}
+
 int mf_conn_add_record(mf_conn_t *c, uint8_t type, uint16_t id, const void *content, size_t len)
 {
     return mf_conn_add_record2(c, type, id, content, len, NULL, 0);

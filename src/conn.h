@@ -62,6 +62,13 @@ int mf_conn_add_record(mf_conn_t *c, uint8_t type, uint16_t id, const void *cont
 int mf_conn_add_record2(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, size_t alen,
                         const void *b, size_t blen);
 
+/*
+ * The same, with b referenced instead of copied: the caller keeps b alive until the worker
+ * reports token as released (mf_ffi_worker_released), once libevent is done with it.
+ */
+int mf_conn_add_record_ref(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, size_t alen,
+                           const void *b, size_t blen, uint64_t token);
+
 /* Called by request.c when a request is removed from the connection. */
 void mf__conn_request_gone(mf_conn_t *c, mf_request_t *r);
 

@@ -385,7 +385,20 @@ int mf_ffi_req_write(mf_request_t *r, const char *p, size_t len)
     r->cooked = 1;
     if (!r->headers_sent && mf__request_emit_headers(r) < 0)
         return MF_NO_MEMORY;
-    return mf__request_out_append(r, p, len);
+    return mf__request_out_append(r, p, len, 0, NULL);
+}
+
+int mf_ffi_req_write_ref(mf_request_t *r, const char *p, size_t len, uint64_t token, int *nrefs)
+{
+    *nrefs = 0;
+    if (r->raw)
+        return MF_BAD_STATE;
+    if (output_state(r) != MF_OK)
+        return MF_ABORTED;
+    r->cooked = 1;
+    if (!r->headers_sent && mf__request_emit_headers(r) < 0)
+        return MF_NO_MEMORY;
+    return mf__request_out_append(r, p, len, token, nrefs);
 }
 
 int mf_ffi_req_raw_write(mf_request_t *r, const char *p, size_t len)
@@ -395,7 +408,7 @@ int mf_ffi_req_raw_write(mf_request_t *r, const char *p, size_t len)
     if (output_state(r) != MF_OK)
         return MF_ABORTED;
     r->raw = 1;
-    return mf__request_out_append(r, p, len);
+    return mf__request_out_append(r, p, len, 0, NULL);
 }
 
 int mf_ffi_req_writable(mf_request_t *r)

@@ -72,6 +72,7 @@ void mf_ffi_worker_free(mf_worker_t *w);
 int mf_ffi_worker_pair(mf_worker_t *w, int *client_fd);
 int mf_ffi_worker_poll(mf_worker_t *w, int timeout_ms, mf_event_t **events);
 void mf_ffi_worker_flush(mf_worker_t *w);
+uint32_t mf_ffi_worker_released(mf_worker_t *w, uint64_t **tokens);
 void mf_ffi_worker_stop(mf_worker_t *w);
 void mf_ffi_worker_set_roles(mf_worker_t *w, unsigned roles);
 int mf_ffi_worker_number(mf_worker_t *w);
@@ -104,6 +105,7 @@ int mf_ffi_req_set_status(mf_request_t *r, int status, const char *reason, size_
 int mf_ffi_req_set_header(mf_request_t *r, const char *name, size_t name_len, const char *value,
                           size_t value_len, int append);
 int mf_ffi_req_write(mf_request_t *r, const char *p, size_t len);
+int mf_ffi_req_write_ref(mf_request_t *r, const char *p, size_t len, uint64_t token, int *nrefs);
 int mf_ffi_req_raw_write(mf_request_t *r, const char *p, size_t len);
 int mf_ffi_req_writable(mf_request_t *r);
 int mf_ffi_req_flush(mf_request_t *r);

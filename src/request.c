@@ -455,7 +455,7 @@ int mf__request_frame_out(mf_request_t *r)
  * pieces leaves in few records; a full record's worth is framed at once, large writes
  * straight from the caller's memory.
  */
-int mf__request_out_append(mf_request_t *r, const char *p, size_t len)
+int mf__request_out_append(mf_request_t *r, const char *p, size_t len, uint64_t token, int *nrefs)
 {
     mf_conn_t *c = r->conn;
     size_t whole;
@@ -466,10 +466,15 @@ int mf__request_out_append(mf_request_t *r, const char *p, size_t len)
         return MF_NO_MEMORY; /* a header block larger than a record */
     if (r->out.len > 0) {
         /* One full record of what is gathered and the start of p, without copying p into
-         * out first. */
+         * out first; with a token, p's part is referenced, not copied. */
         size_t fill = MF_OUT_CONTENT_MAX - r->out.len;
-        if (mf_conn_add_record2(c, MF_STDOUT, r->id, r->out.p, r->out.len, p, fill) < 0)
+        int rc = token ? mf_conn_add_record_ref(c, MF_STDOUT, r->id, r->out.p, r->out.len, p, fill,
+                                                token)
+                       : mf_conn_add_record2(c, MF_STDOUT, r->id, r->out.p, r->out.len, p, fill);
+        if (rc < 0)
             return MF_NO_MEMORY;
+        if (token)
+            (*nrefs)++;
         r->framed = 1;
         r->out.len = 0;
         p += fill;
@@ -477,8 +482,18 @@ int mf__request_out_append(mf_request_t *r, const char *p, size_t len)
     }
     /* Whole records straight from the caller's memory; the tail waits in out. */
     whole = len - len % MF_OUT_CONTENT_MAX;
-    if (mf__request_frame(r, MF_STDOUT, p, whole) < 0 ||
-        mf_buf_append(&r->out, p + whole, len - whole) < 0)
+    if (token) {
+        for (size_t off = 0; off < whole; off += MF_OUT_CONTENT_MAX) {
+            if (mf_conn_add_record_ref(c, MF_STDOUT, r->id, NULL, 0, p + off, MF_OUT_CONTENT_MAX,
+                                       token) < 0)
+                return MF_NO_MEMORY;
+            (*nrefs)++;
+            r->framed = 1;
+        }
+    } else if (mf__request_frame(r, MF_STDOUT, p, whole) < 0) {
+        return MF_NO_MEMORY;
+    }
+    if (mf_buf_append(&r->out, p + whole, len - whole) < 0)
         return MF_NO_MEMORY;
     if (evbuffer_get_length(c->out) > MF_OUT_HIGH) {
         r->waiting |= MF_WAIT_WRITE;

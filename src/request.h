@@ -105,8 +105,12 @@ void mf__request_sweep(mf_worker_t *w, double now);
 int mf__request_emit_headers(mf_request_t *r);
 int mf__request_frame(mf_request_t *r, uint8_t type, const char *p, size_t len);
 int mf__request_frame_out(mf_request_t *r);
-/* Adds body bytes; MF_OK, MF_WAIT (taken, but the connection is over its high-water mark). */
-int mf__request_out_append(mf_request_t *r, const char *p, size_t len);
+/*
+ * Adds body bytes; MF_OK, MF_WAIT (taken, but the connection is over its high-water mark).
+ * With a non-zero token, whole records are referenced from p instead of copied, and *nrefs
+ * counts the references made: p must stay valid until each is released (worker.h).
+ */
+int mf__request_out_append(mf_request_t *r, const char *p, size_t len, uint64_t token, int *nrefs);
 
 /* Frees every pooled request (worker shutdown). */
 void mf__request_pool_free(mf_worker_t *w);

@@ -203,6 +203,13 @@ void mf_worker_free(mf_worker_t *w)
     while (w->reqs)
         mf_request_finish(w->reqs, 0, MF_FINISH_OK);
     mf__request_pool_free(w);
+    while (w->refs) {
+        mf_ref_t *ref = w->refs;
+        w->refs = ref->next_all;
+        free(ref);
+    }
+    free(w->released);
+    free(w->released_lua);
     /* Pending timers too: a handler may have been sleeping when the worker ended. */
     while (w->timers) {
         mf_timer_t *t = w->timers;
@@ -266,6 +273,34 @@ int mf_ffi_worker_poll(mf_worker_t *w, int timeout_ms, mf_event_t **events)
     w->pending.len = 0;
     *events = w->delivered.ev;
     return (int)w->delivered.len;
+}
+
+void mf__worker_released(mf_worker_t *w, uint64_t token)
+{
+    if (w->nreleased == w->released_cap) {
+        uint32_t cap = w->released_cap ? w->released_cap * 2 : 64;
+        uint64_t *t = realloc(w->released, cap * sizeof *t);
+        if (!t)
+            return; /* the string stays pinned: a leak in Lua, never a use after free */
+        w->released = t;
+        w->released_cap = cap;
+    }
+    w->released[w->nreleased++] = token;
+}
+
+uint32_t mf_ffi_worker_released(mf_worker_t *w, uint64_t **tokens)
+{
+    uint64_t *t = w->released_lua;
+    uint32_t cap = w->released_lua_cap, n = w->nreleased;
+
+    /* Lua reads this batch while new releases go to the other array. */
+    w->released_lua = w->released;
+    w->released_lua_cap = w->released_cap;
+    w->released = t;
+    w->released_cap = cap;
+    w->nreleased = 0;
+    *tokens = w->released_lua;
+    return n;
 }
 
 void mf_ffi_worker_flush(mf_worker_t *w)

@@ -34,6 +34,14 @@ typedef struct mf_timer {
     struct mf_timer *next_all; /* every timer ever made, pooled or pending: freed at the end */
 } mf_timer_t;
 
+/* A block of Lua string that a connection's output references instead of copying. */
+typedef struct mf_ref {
+    mf_worker_t *w;
+    uint64_t token;
+    struct mf_ref *next_free;
+    struct mf_ref *next_all;
+} mf_ref_t;
+
 typedef struct mf_event_queue {
     mf_event_t *ev;
     uint32_t len;
@@ -65,6 +73,10 @@ struct mf_worker {
 
     mf_timer_t *timer_pool;
     mf_timer_t *timers; /* all of them, through next_all */
+    mf_ref_t *ref_pool;
+    mf_ref_t *refs;                    /* all of them, through next_all */
+    uint64_t *released, *released_lua; /* tokens of referenced blocks libevent let go */
+    uint32_t nreleased, released_cap, released_lua_cap;
 
     mf_event_queue_t pending;   /* filled by callbacks */
     mf_event_queue_t delivered; /* read by Lua after a poll */
@@ -103,6 +115,9 @@ void mf_worker_stop(mf_worker_t *w);
 
 /* Appends an event for Lua; returns -1 when out of memory. */
 int mf__worker_push(mf_worker_t *w, int type, mf_request_t *r, uint64_t token);
+
+/* Records that a referenced block was let go; Lua unpins it at its next step. */
+void mf__worker_released(mf_worker_t *w, uint64_t token);
 
 /* The loop's cached time in seconds. */
 double mf_worker_now(mf_worker_t *w);

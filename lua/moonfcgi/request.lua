@@ -267,6 +267,12 @@ function methods.set_variable(self, name, value)
     return set_header(self, "Variable-" .. name, value, "set_variable")
 end
 
+-- Strings at least this long are sent by reference: the connection's output points into
+-- the Lua string, which stays pinned until libevent is done with it (runtime.lua unpins).
+local REF_MIN = 32 * 1024
+local nrefs = ffi.new("int[1]")
+local write_fn = C.mf_ffi_req_write
+
 local function write(self, fn, fname, ...)
     local r = R(self, 2)
     local waiting = false
@@ -279,7 +285,14 @@ local function write(self, fn, fname, ...)
             error("bad argument #" .. i .. " to '" .. fname .. "' (string or number expected, got "
                 .. tv .. ")", 3)
         end
-        local rc = fn(r, v, #v)
+        local rc
+        if fn == write_fn and #v >= REF_MIN then
+            local token = _M.pin(v)
+            rc = C.mf_ffi_req_write_ref(r, v, #v, token, nrefs)
+            _M.pinned(token, nrefs[0])
+        else
+            rc = fn(r, v, #v)
+        end
         if rc == WAIT then
             waiting = true
         elseif rc ~= OK then

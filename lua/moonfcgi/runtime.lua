@@ -180,6 +180,7 @@ function _M.new(w)
         token = 0,
         version = 0,
         evp = ffi.new("mf_event_t *[1]"),
+        relp = ffi.new("uint64_t *[1]"),
     }, Runtime)
     _M.runtimes[#_M.runtimes + 1] = rt
     return rt
@@ -342,6 +343,7 @@ end
 -- happens) and handles what happened. Returns false once the worker has stopped.
 function Runtime:step(timeout_ms)
     local n = C.mf_ffi_worker_poll(self.w, timeout_ms, self.evp)
+    self:unpin()
     if n < 0 then
         return false
     end
@@ -377,6 +379,42 @@ function Runtime:step(timeout_ms)
         end
     end
     return true
+end
+
+-- Strings whose bytes a connection's output references (request.lua's large writes), by
+-- token, with the number of references libevent still holds. Tokens are unique in the
+-- process, across runtimes.
+local pins, pin_refs, last_pin = {}, {}, 0
+
+function request.pin(s)
+    last_pin = last_pin + 1
+    pins[last_pin] = s
+    return last_pin
+end
+
+function request.pinned(token, n)
+    if n == 0 then
+        pins[token] = nil
+    else
+        pin_refs[token] = n
+    end
+end
+
+function Runtime:unpin()
+    local n = C.mf_ffi_worker_released(self.w, self.relp)
+    if n == 0 then
+        return
+    end
+    local tokens = self.relp[0]
+    for i = 0, n - 1 do
+        local token = tonumber(tokens[i])
+        local left = (pin_refs[token] or 1) - 1
+        if left <= 0 then
+            pins[token], pin_refs[token] = nil, nil
+        else
+            pin_refs[token] = left
+        end
+    end
 end
 
 -- For request.lua and moonfcgi.sleep: waits in the current handler's coroutine.
