@@ -22,13 +22,18 @@ static const char *reason_phrase(int status)
     case 201: return "Created";
     case 202: return "Accepted";
     case 204: return "No Content";
+    case 203: return "Non-Authoritative Information";
+    case 205: return "Reset Content";
     case 206: return "Partial Content";
+    case 207: return "Multi-Status";
     case 301: return "Moved Permanently";
     case 302: return "Found";
     case 303: return "See Other";
     case 304: return "Not Modified";
     case 307: return "Temporary Redirect";
     case 308: return "Permanent Redirect";
+    case 402: return "Payment Required";
+    case 407: return "Proxy Authentication Required";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -41,8 +46,17 @@ static const char *reason_phrase(int status)
     case 411: return "Length Required";
     case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 418: return "I'm a teapot";
+    case 421: return "Misdirected Request";
     case 422: return "Unprocessable Content";
+    case 423: return "Locked";
+    case 425: return "Too Early";
+    case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -50,6 +64,9 @@ static const char *reason_phrase(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    case 507: return "Insufficient Storage";
+    case 511: return "Network Authentication Required";
     default: return "Unknown";
     }
 }
@@ -377,6 +394,7 @@ void mf_request_abort(mf_request_t *r)
         release(r);
         return;
     }
+    mf_log_debug("request %u: FCGI_ABORT_REQUEST while its handler runs", r->id);
     r->aborted = 1;
     mf_request_wake(r, MF_WAIT_READ | MF_WAIT_DATA | MF_WAIT_WRITE | MF_WAIT_FLUSH);
 }
@@ -394,6 +412,28 @@ void mf_request_conn_lost(mf_request_t *r)
 }
 
 /* Appends the CGI header block to out; the body follows it. */
+/* Appends the Location lines of the header block to out and removes them from it. */
+static int move_location(mf_request_t *r)
+{
+    mf_buf_t *h = &r->hdrs;
+    size_t off = 0;
+
+    while (off < h->len) {
+        char *line = h->p + off;
+        char *end = memchr(line, '\n', h->len - off);
+        size_t llen = end ? (size_t)(end - line) + 1 : h->len - off;
+        if (llen > 9 && strncasecmp(line, "Location:", 9) == 0) {
+            if (mf_buf_append(&r->out, line, llen) < 0)
+                return -1;
+            memmove(line, line + llen, h->len - off - llen);
+            h->len -= llen;
+        } else {
+            off += llen;
+        }
+    }
+    return 0;
+}
+
 int mf__request_emit_headers(mf_request_t *r)
 {
     char line[128];
@@ -416,7 +456,10 @@ int mf__request_emit_headers(mf_request_t *r)
     memcpy(line + 12 + rlen, "\r\n", 2);
     n = 14 + rlen;
     r->headers_sent = 1;
-    if (mf_buf_append(&r->out, line, n) < 0 || mf_buf_append(&r->out, r->hdrs.p, r->hdrs.len) < 0)
+    /* Location goes before Status: HAProxy turns a Location that follows Status into a 302
+     * whatever the status (h1_htx.c), while the other servers take any order. */
+    if (move_location(r) < 0 || mf_buf_append(&r->out, line, n) < 0 ||
+        mf_buf_append(&r->out, r->hdrs.p, r->hdrs.len) < 0)
         return -1;
     /* No default type for an authorizer, nor for the statuses that have no body. */
     if (!r->ct_set && r->role != MF_AUTHORIZER && status != 204 && status != 304) {

@@ -10,7 +10,8 @@ set -eu
 want="build-essential cmake pkg-config libevent-dev lua-busted lua-cjson"
 case "${1:-build}" in
 run) want="$want nginx curl" ;;
-test) want="$want nginx curl clang libclang-rt-14-dev libfcgi-bin spawn-fcgi systemd util-linux" ;;
+test) want="$want nginx curl clang libclang-rt-14-dev libfcgi-bin spawn-fcgi systemd util-linux
+    apache2-bin lighttpd caddy haproxy" ;;
 esac
 
 missing=""
@@ -39,6 +40,16 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "installing:$missing"
 export DEBIAN_FRONTEND=noninteractive
+# The web servers are for the tests, which start their own on loopback: keep their packages
+# from starting system services on port 80 while they install.
+policy=/usr/sbin/policy-rc.d
+made_policy=""
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    made_policy=1
+fi
+trap '[ -n "$made_policy" ] && rm -f "$policy"' EXIT
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -12,6 +12,21 @@ describe("the response header block", function()
         app:close()
     end)
 
+    it("puts Location before Status (HAProxy makes a 302 of a Location after Status)", function()
+        local res = app:request{ params = { WHAT = "created" } }
+        assert.equal(201, res.status)
+        assert.equal("/items/7", res.headers["location"])
+        local loc = res.stdout:find("Location: /items/7\r\n", 1, true)
+        local st = res.stdout:find("Status: 201 Created\r\n", 1, true)
+        local other = res.stdout:find("X-First: 1\r\n", 1, true)
+        assert.is_true(loc < st and st < other)
+    end)
+
+    it("gives the standard reason phrase of a less common status", function()
+        local res = app:request{ params = { WHAT = "teapot" } }
+        assert.matches("Status: 418 I'm a teapot\r\n", res.stdout, 1, true)
+    end)
+
     it("has no default Content-Type on a 204", function()
         local res = app:request{ params = { WHAT = "204" } }
         assert.equal(204, res.status)

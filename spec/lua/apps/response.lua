@@ -8,6 +8,13 @@ return {
         elseif what == "no-type" then
             req:set_header("Content-Type", nil)
             req:write("bytes")
+        elseif what == "created" then
+            req:set_status(201)
+            req:set_header("X-First", "1")
+            req:set_header("Location", "/items/7")
+            req:write("{}")
+        elseif what == "teapot" then
+            req:set_status(418)
         elseif what == "raw-error" then
             req:raw_write("Status: 200 OK\r\n")
             error("after raw bytes were only buffered")

@@ -1,0 +1,179 @@
+-- moonfcgi behind Caddy (Debian's caddy): reverse_proxy with the fastcgi transport, driven
+-- over HTTP with curl. The configuration is the one docs/servers/caddy.md shows
+-- (spec/support/servers.lua), started on free loopback ports.
+package.path = "spec/support/?.lua;" .. package.path
+local servers = require "servers"
+local cjson = require "cjson"
+
+local ECHO = "spec/integration/apps/interop_echo.lua"
+local REST = "examples/rest.lua"
+
+local function stop_host(p)
+    if p then
+        local st = p:stop()
+        local out = p:output()
+        p:cleanup()
+        assert.equal(0, st, "moonfcgi exited with status " .. tostring(st) .. ":\n" .. out)
+    end
+end
+
+local function summary(res)
+    assert.equal(200, res.status, res.err .. res.body)
+    return servers.parse_summary(res.body)
+end
+
+describe("Caddy in front of moonfcgi", function()
+    if not servers.caddy.find() then
+        pending("caddy not installed (apt-get install caddy); these specs need it")
+        return
+    end
+    if not servers.have_curl() then
+        pending("curl not installed (apt-get install curl); these specs need it")
+        return
+    end
+
+    teardown(function()
+        servers.cleanup()
+    end)
+
+    describe("with reverse_proxy and the fastcgi transport", function()
+        local app, srv
+        local log = os.tmpname()
+
+        setup(function()
+            app = assert(servers.moonfcgi(ECHO, { args = { "--workers", "1" },
+                                                  env = { INTEROP_LOG = log } }))
+            srv = assert(servers.caddy.start(servers.documented("caddy", { app = app.addr })))
+        end)
+
+        teardown(function()
+            if srv then
+                srv:stop()
+            end
+            stop_host(app)
+            os.remove(log)
+        end)
+
+        it("passes a GET with its query string and headers through", function()
+            local s = summary(servers.curl{ url = srv.url .. "/things/1?color=red",
+                                            headers = { ["X-Interop"] = "hello" } })
+            assert.equal("responder", s.role)
+            assert.equal("1", s.id)
+            assert.equal("false", s.keep_conn)
+            assert.equal("GET", s.method)
+            assert.equal("/things/1?color=red", s.uri)
+            assert.equal("color=red", s.params.QUERY_STRING)
+            assert.equal("hello", s.params.HTTP_X_INTEROP)
+            -- Without a split extension, the whole path is PATH_INFO.
+            assert.equal("/things/1", s.params.PATH_INFO)
+        end)
+
+        it("passes a POST body of 300 KB through intact", function()
+            local body = ("0123456789abcdef"):rep(300000 / 16)
+            local s = summary(servers.curl{ url = srv.url .. "/upload", method = "POST",
+                body = body, headers = { ["Content-Type"] = "application/octet-stream" } })
+            assert.equal("POST", s.method)
+            assert.equal(tostring(#body), s.body_length)
+            assert.equal(tostring(#body), s.params.CONTENT_LENGTH)
+            assert.equal(body:sub(1, 64), s.body)
+        end)
+
+        it("passes the app's status and headers through", function()
+            local res = servers.curl{ url = srv.url .. "/x?status=418" }
+            assert.equal(418, res.status)
+            assert.equal("text/plain", res.headers["content-type"])
+            assert.equal("1", res.headers["x-interop-id"])
+            assert.is_nil(res.headers["status"])
+        end)
+
+        it("opens a new connection for every request (Caddy sends no FCGI_KEEP_CONN)", function()
+            local seen = {}
+            for i = 1, 3 do
+                local s = summary(servers.curl{ url = srv.url .. "/seq/" .. i })
+                assert.equal("false", s.keep_conn)
+                seen[s.conns] = true
+            end
+            local n = 0
+            for _ in pairs(seen) do
+                n = n + 1
+            end
+            assert.equal(3, n)
+        end)
+
+        it("ends the handler's request when the HTTP client goes away mid-response", function()
+            local res = servers.curl{ url = srv.url .. "/slow?seconds=5", max_time = 0.3 }
+            assert.equal(28, res.exit) -- curl's "operation timed out"
+            local line = servers.eventually(function()
+                return (servers.read_file(log) or ""):match("slow id=%d+ [^\n]*")
+            end, 4)
+            assert.is_string(line, "the handler did not finish")
+            assert.matches("aborted=true", line)
+            summary(servers.curl{ url = srv.url .. "/after-abort" })
+        end)
+    end)
+
+    describe("with moonfcgi on a unix socket", function()
+        local dir, app, srv
+
+        setup(function()
+            dir = assert(servers.make_dir("caddy-unix"))
+            app = assert(servers.moonfcgi(ECHO, { listen = "unix:" .. dir .. "/moonfcgi.sock",
+                                                  args = { "--workers", "1" } }))
+            srv = assert(servers.caddy.start(servers.documented("caddy", { app = app.addr })))
+        end)
+
+        teardown(function()
+            if srv then
+                srv:stop()
+            end
+            stop_host(app)
+            if dir then
+                os.execute("rm -rf " .. servers.quote(dir))
+            end
+        end)
+
+        it("serves requests through it", function()
+            local s = summary(servers.curl{ url = srv.url .. "/over-unix", method = "POST",
+                                            body = "abc" })
+            assert.equal("/over-unix", s.uri)
+            assert.equal("3", s.body_length)
+        end)
+    end)
+
+    describe("with examples/rest.lua", function()
+        local rest, site, r
+
+        setup(function()
+            rest = assert(servers.moonfcgi(REST, { args = { "--workers", "1" } }))
+            site = assert(servers.caddy.start(servers.documented("caddy", {
+                app = rest.addr })))
+            r = servers.rest_round_trip(site.url)
+        end)
+
+        teardown(function()
+            if site then
+                site:stop()
+            end
+            stop_host(rest)
+        end)
+
+        it("answers POST /items with 201 Created and a Location header", function()
+            assert.equal(201, r.created.status, r.created.err .. r.created.body)
+            assert.equal("/items/1", r.created.headers.location)
+            assert.equal("lamp", cjson.decode(r.created.body).name)
+        end)
+
+        it("reads, replaces, lists and deletes the item", function()
+            assert.equal(200, r.read.status)
+            assert.equal("application/json", r.read.headers["content-type"])
+            assert.equal("lamp", cjson.decode(r.read.body).name)
+            assert.equal(200, r.replaced.status)
+            assert.equal("desk lamp", cjson.decode(r.replaced.body).name)
+            assert.equal(1, #cjson.decode(r.listed.body))
+            assert.equal(204, r.deleted.status)
+            assert.equal("", r.deleted.body)
+            assert.equal(404, r.gone.status)
+            assert.equal("no item 1", cjson.decode(r.gone.body).error)
+        end)
+    end)
+end)
