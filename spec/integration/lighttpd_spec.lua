@@ -5,24 +5,15 @@
 package.path = "spec/support/?.lua;" .. package.path
 local process = require "process"
 local servers = require "servers"
-local cjson = require "cjson"
 
 local ECHO = "spec/integration/apps/interop_echo.lua"
-local REST = "examples/rest.lua"
 local AUTH = "examples/auth.lua"
 local HELLO = "examples/hello.lua"
 
 local CHALLENGE = 'Basic realm="moonfcgi"'
 local FILES = { ["private/report.txt"] = "quarterly numbers\n", ["admin/panel.txt"] = "levers\n" }
 
-local function stop_host(p)
-    if p then
-        local st = p:stop()
-        local out = p:output()
-        p:cleanup()
-        assert.equal(0, st, "moonfcgi exited with status " .. tostring(st) .. ":\n" .. out)
-    end
-end
+local stop_host = servers.stop_host
 
 describe("lighttpd in front of moonfcgi", function()
     if not servers.lighttpd.find() then
@@ -218,40 +209,7 @@ describe("lighttpd in front of moonfcgi", function()
             end)
     end)
 
-    describe("with examples/rest.lua", function()
-        local rest, site, r
-
-        setup(function()
-            rest = assert(servers.moonfcgi(REST, { args = { "--workers", "1" } }))
-            site = assert(servers.lighttpd.start(servers.documented("lighttpd", {
-                app = rest.addr, authorizer = false })))
-            r = servers.rest_round_trip(site.url)
-        end)
-
-        teardown(function()
-            if site then
-                site:stop()
-            end
-            stop_host(rest)
-        end)
-
-        it("answers POST /items with 201 Created and a Location header", function()
-            assert.equal(201, r.created.status, r.created.err .. r.created.body)
-            assert.equal("/items/1", r.created.headers.location)
-            assert.equal("lamp", cjson.decode(r.created.body).name)
-        end)
-
-        it("reads, replaces, lists and deletes the item", function()
-            assert.equal(200, r.read.status)
-            assert.equal("application/json", r.read.headers["content-type"])
-            assert.equal("lamp", cjson.decode(r.read.body).name)
-            assert.equal(200, r.replaced.status)
-            assert.equal("desk lamp", cjson.decode(r.replaced.body).name)
-            assert.equal(1, #cjson.decode(r.listed.body))
-            assert.equal(204, r.deleted.status)
-            assert.equal("", r.deleted.body)
-            assert.equal(404, r.gone.status)
-            assert.equal("no item 1", cjson.decode(r.gone.body).error)
-        end)
+    servers.describe_rest(function(addr)
+        return servers.lighttpd.start(servers.documented("lighttpd", { app = addr, authorizer = false }))
     end)
 end)
