@@ -376,18 +376,6 @@ static int output_state(mf_request_t *r)
     return (r->aborted || !r->conn) ? MF_ABORTED : MF_OK;
 }
 
-int mf_ffi_req_write(mf_request_t *r, const char *p, size_t len)
-{
-    if (r->raw)
-        return MF_BAD_STATE;
-    if (output_state(r) != MF_OK)
-        return MF_ABORTED;
-    r->cooked = 1;
-    if (!r->headers_sent && mf__request_emit_headers(r) < 0)
-        return MF_NO_MEMORY;
-    return mf__request_out_append(r, p, len, 0, NULL);
-}
-
 int mf_ffi_req_write_ref(mf_request_t *r, const char *p, size_t len, uint64_t token, int *nrefs)
 {
     *nrefs = 0;
@@ -399,6 +387,14 @@ int mf_ffi_req_write_ref(mf_request_t *r, const char *p, size_t len, uint64_t to
     if (!r->headers_sent && mf__request_emit_headers(r) < 0)
         return MF_NO_MEMORY;
     return mf__request_out_append(r, p, len, token, nrefs);
+}
+
+int mf_ffi_req_write(mf_request_t *r, const char *p, size_t len)
+{
+    int nrefs;
+
+    /* Token 0: the bytes are copied. */
+    return mf_ffi_req_write_ref(r, p, len, 0, &nrefs);
 }
 
 int mf_ffi_req_raw_write(mf_request_t *r, const char *p, size_t len)
