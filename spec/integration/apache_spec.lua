@@ -15,10 +15,7 @@ local CHALLENGE = 'Basic realm="moonfcgi"'
 -- leak (moonfcgi processes the specs start exit 23 on a leak there).
 local stop_host = servers.stop_host
 
-local function summary(res)
-    assert.equal(200, res.status, res.err .. res.body)
-    return servers.parse_summary(res.body)
-end
+local summary = servers.summary
 
 -- Runs request(i) for i = 1..n, each returning interop_echo's summary, and counts the
 -- connections the worker had open across all of them (their "conns" inodes).
@@ -35,12 +32,9 @@ local function connections_seen(n, request)
 end
 
 describe("Apache httpd in front of moonfcgi", function()
-    if not servers.apache.find() then
-        pending("apache2 not installed (apt-get install apache2-bin); these specs need it")
-        return
-    end
-    if not servers.have_curl() then
-        pending("curl not installed (apt-get install curl); these specs need it")
+    local missing = servers.missing("apache", "apache2-bin")
+    if missing then
+        pending(missing)
         return
     end
 
@@ -114,12 +108,7 @@ describe("Apache httpd in front of moonfcgi", function()
         end)
 
         it("ends the handler's request when the HTTP client goes away mid-response", function()
-            local res = servers.curl{ url = srv.url .. "/slow?seconds=5", max_time = 0.3 }
-            assert.equal(28, res.exit) -- curl's "operation timed out"
-            local line = servers.eventually(function()
-                return (servers.read_file(log) or ""):match("slow id=%d+ [^\n]*")
-            end, 4)
-            assert.is_string(line, "the handler did not finish")
+            local line = servers.abort_mid_response(srv.url, log)
             assert.matches("aborted=true", line)
             -- And the next request is served as usual.
             summary(servers.curl{ url = srv.url .. "/after-abort" })

@@ -8,18 +8,12 @@ local ECHO = "spec/integration/apps/interop_echo.lua"
 
 local stop_host = servers.stop_host
 
-local function summary(res)
-    assert.equal(200, res.status, res.err .. res.body)
-    return servers.parse_summary(res.body)
-end
+local summary = servers.summary
 
 describe("Caddy in front of moonfcgi", function()
-    if not servers.caddy.find() then
-        pending("caddy not installed (apt-get install caddy); these specs need it")
-        return
-    end
-    if not servers.have_curl() then
-        pending("curl not installed (apt-get install curl); these specs need it")
+    local missing = servers.missing("caddy", "caddy")
+    if missing then
+        pending(missing)
         return
     end
 
@@ -92,12 +86,7 @@ describe("Caddy in front of moonfcgi", function()
         end)
 
         it("ends the handler's request when the HTTP client goes away mid-response", function()
-            local res = servers.curl{ url = srv.url .. "/slow?seconds=5", max_time = 0.3 }
-            assert.equal(28, res.exit) -- curl's "operation timed out"
-            local line = servers.eventually(function()
-                return (servers.read_file(log) or ""):match("slow id=%d+ [^\n]*")
-            end, 4)
-            assert.is_string(line, "the handler did not finish")
+            local line = servers.abort_mid_response(srv.url, log)
             assert.matches("aborted=true", line)
             summary(servers.curl{ url = srv.url .. "/after-abort" })
         end)

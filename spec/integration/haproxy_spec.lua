@@ -10,10 +10,7 @@ local SIGUSR1 = 10
 
 local stop_host = servers.stop_host
 
-local function summary(res)
-    assert.equal(200, res.status, res.err .. res.body)
-    return servers.parse_summary(res.body)
-end
+local summary = servers.summary
 
 -- Worker 1's line of the status SIGUSR1 makes the master log (pid, in-flight, conns), once
 -- want(status) holds; workers refresh it on every tick of their loop (at most a second apart).
@@ -55,12 +52,9 @@ local function notes(path, kind)
 end
 
 describe("HAProxy in front of moonfcgi", function()
-    if not servers.haproxy.find() then
-        pending("haproxy not installed (apt-get install haproxy); these specs need it")
-        return
-    end
-    if not servers.have_curl() then
-        pending("curl not installed (apt-get install curl); these specs need it")
+    local missing = servers.missing("haproxy", "haproxy")
+    if missing then
+        pending(missing)
         return
     end
 

@@ -891,6 +891,36 @@ function _M.rest_round_trip(url)
     return r
 end
 
+-- interop_echo.lua's summary of a request that must have succeeded.
+function _M.summary(res)
+    require("luassert").equal(200, res.status, res.err .. res.body)
+    return _M.parse_summary(res.body)
+end
+
+-- Why a server's specs cannot run here (its binary or curl is missing), or nil.
+function _M.missing(name, package)
+    if not _M[name].find() then
+        return name .. " not installed (apt-get install " .. package .. "); these specs need it"
+    end
+    if not _M.have_curl() then
+        return "curl not installed (apt-get install curl); these specs need it"
+    end
+    return nil
+end
+
+-- Asks url for interop_echo's slow answer and gives up after 0.3 s, as a client that goes
+-- away mid-response; returns the line the handler wrote to log when it ended.
+function _M.abort_mid_response(url, log)
+    local assert = require "luassert"
+    local res = _M.curl{ url = url .. "/slow?seconds=5", max_time = 0.3 }
+    assert.equal(28, res.exit) -- curl's "operation timed out"
+    local line = _M.eventually(function()
+        return (_M.read_file(log) or ""):match("slow id=%d+ [^\n]*")
+    end, 4)
+    assert.is_string(line, "the handler did not finish")
+    return line
+end
+
 -- Stops a moonfcgi host started by a spec and asserts it exited 0 (under the sanitizer
 -- build, a leak makes that fail).
 function _M.stop_host(p)
