@@ -31,7 +31,7 @@ int mf_listener_attach(mf_worker_t *w, int fd, const char *allow, char *err, siz
 void mf_listener_close_all(mf_worker_t *w);
 void mf_listener_enable_all(mf_worker_t *w, int on);
 
-/* Parses an address list into a form for mf_listener_allowed; exposed for unit tests. */
+/* Whether a peer may connect under a comma-separated address list (NULL: everyone). */
 int mf_listener_allowed(const char *allow, const struct sockaddr *sa);
 
 #endif

@@ -23,7 +23,7 @@ typedef struct mf_listener mf_listener_t;
 #define MF_OUT_LOW (64 * 1024)
 /* Unread STDIN or DATA above this on a request stops reading from its connection. */
 #define MF_IN_HIGH (1024 * 1024)
-/* The worker's scratch buffer: reads, management answers. */
+/* The worker's scratch buffer, for reads. */
 #define MF_SCRATCH (64 * 1024)
 
 typedef struct mf_timer {
