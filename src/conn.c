@@ -221,6 +221,7 @@ void mf_conn_flush_dirty(mf_worker_t *w)
 {
     mf_conn_t *c;
 
+    w->unflushed = 0;
     while ((c = w->dirty) != NULL) {
         w->dirty = c->dirty_next;
         c->is_dirty = 0;
@@ -250,6 +251,7 @@ int mf_conn_add_record2(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, 
         (pad && evbuffer_add(c->out, zeros, pad) < 0))
         return -1;
     c->out_added += sizeof h + len + pad;
+    c->w->unflushed += sizeof h + len + pad;
     mf_conn_output_added(c);
     return 0;
 }
@@ -296,6 +298,7 @@ int mf_conn_add_record_ref(mf_conn_t *c, uint8_t type, uint16_t id, const void *
         return -1;
     }
     c->out_added += sizeof h + len + pad;
+    c->w->unflushed += sizeof h + len + pad;
     mf_conn_output_added(c);
     return 0;
 }

@@ -462,5 +462,10 @@ int mf_ffi_req_headers_sent(mf_request_t *r)
 
 void mf_ffi_req_finish(mf_request_t *r, uint32_t app_status, int how)
 {
+    mf_worker_t *w = r->w;
+
     mf_request_finish(r, app_status, how);
+    /* Lua holds no pointer into a connection here, so a failed write may destroy one. */
+    if (w->unflushed >= MF_FLUSH_EARLY)
+        mf_conn_flush_dirty(w);
 }

@@ -21,6 +21,12 @@ typedef struct mf_listener mf_listener_t;
 #define MF_OUT_HIGH (256 * 1024)
 /* Writers suspended by MF_OUT_HIGH resume when output falls below this. */
 #define MF_OUT_LOW (64 * 1024)
+/*
+ * A batch whose finished answers hold this much output writes them as each request ends,
+ * not at the end of the batch: small answers still leave in one write per connection, large
+ * ones reach the web server while the rest of the batch runs.
+ */
+#define MF_FLUSH_EARLY (32 * 1024)
 /* Unread STDIN or DATA above this on a request stops reading from its connection. */
 #define MF_IN_HIGH (1024 * 1024)
 /* The worker's scratch buffer, for reads. */
@@ -60,6 +66,7 @@ struct mf_worker {
     mf_conn_t *conns; /* all open connections */
     unsigned nconns;
     mf_conn_t *dirty; /* connections with output to write before the loop sleeps */
+    size_t unflushed; /* bytes added to the dirty connections' output since their last write */
 
     /* Requests by slot; slot numbers are the Lua scheduler's keys. */
     mf_request_t **slots;
