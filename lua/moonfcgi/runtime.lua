@@ -382,22 +382,43 @@ function Runtime:step(timeout_ms)
 end
 
 -- Strings whose bytes a connection's output references (request.lua's large writes), by
--- token, with the number of references libevent still holds. Tokens are unique in the
--- process, across runtimes.
-local pins, pin_refs, last_pin = {}, {}, 0
+-- token, with the number of references libevent still holds. A token is unique in the
+-- process, across runtimes, while its string is pinned; tokens of released strings are
+-- reused, so both tables stay arrays (ever-growing keys made them rehash every few writes).
+local pins, pin_refs = {}, {}
+local free_pins, nfree_pins, top_pin = {}, 0, 0
+
+local function unpin_token(token)
+    pins[token], pin_refs[token] = nil, nil
+    nfree_pins = nfree_pins + 1
+    free_pins[nfree_pins] = token
+end
 
 function request.pin(s)
-    last_pin = last_pin + 1
-    pins[last_pin] = s
-    return last_pin
+    local token
+    if nfree_pins > 0 then
+        token = free_pins[nfree_pins]
+        free_pins[nfree_pins] = nil
+        nfree_pins = nfree_pins - 1
+    else
+        top_pin = top_pin + 1
+        token = top_pin
+    end
+    pins[token] = s
+    return token
 end
 
 function request.pinned(token, n)
     if n == 0 then
-        pins[token] = nil
+        unpin_token(token)
     else
         pin_refs[token] = n
     end
+end
+
+-- Strings pinned now (for specs: every one is released once its bytes are sent).
+function _M.pinned_count()
+    return top_pin - nfree_pins
 end
 
 function Runtime:unpin()
@@ -410,7 +431,9 @@ function Runtime:unpin()
         local token = tonumber(tokens[i])
         local left = (pin_refs[token] or 1) - 1
         if left <= 0 then
-            pins[token], pin_refs[token] = nil, nil
+            if pins[token] ~= nil then
+                unpin_token(token)
+            end
         else
             pin_refs[token] = left
         end

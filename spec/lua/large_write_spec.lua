@@ -37,3 +37,41 @@ describe("a large write", function()
             assert.is_true(body == table.concat(expect), "the body differs from what was written")
         end)
 end)
+
+describe("pinned strings", function()
+    it("are released once sent, and their tokens reused without mixing up bodies", function()
+        local runtime = require "moonfcgi.runtime"
+        local app = test.load("spec/lua/apps/large_writes_many.lua")
+        finally(function()
+            app:close()
+        end)
+        local before = runtime.pinned_count()
+        -- Several connections at once, so pins are live together and released out of order.
+        local conns = {}
+        for i = 1, 4 do
+            conns[i] = app:connect()
+        end
+        for round = 1, 25 do
+            local ids = {}
+            for i = 1, 4 do
+                local n = round * 4 + i
+                ids[i] = assert(conns[i]:send{ params = { N = tostring(n) } })
+            end
+            for i = 1, 4 do
+                local n = round * 4 + i
+                local res = assert(conns[i]:wait(ids[i], 10))
+                assert.equal(200, res.status)
+                local want = string.rep(string.char(65 + n % 26), 40 * 1024 + n) .. "|"
+                    .. string.rep(string.char(97 + n % 26), 33 * 1024 + n)
+                assert.equal(#want, #res.body)
+                assert.is_true(res.body == want, "the body of request " .. n .. " differs")
+            end
+            if round % 5 == 0 then
+                collectgarbage("collect")
+            end
+        end
+        app:run(0.05)
+        assert.equal(before, runtime.pinned_count())
+        assert.is_true(runtime.pinned_count() < 8, "pins left: " .. runtime.pinned_count())
+    end)
+end)
