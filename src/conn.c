@@ -374,34 +374,30 @@ static void unknown_type(mf_conn_t *c, uint8_t type)
 }
 
 /*
- * Handles one record whose header is already drained; consumes exactly its content bytes.
- * Returns -1 on a protocol error that makes the rest of the stream untrustworthy.
+ * Handles one whole record. Its content is at content, except a STDIN or DATA record's when
+ * src is given: then the content is the front of src, and the request takes it from there.
+ * The caller removes the record from its buffer. Returns -1 when the connection must close.
  */
-static int handle_record(mf_conn_t *c, const mf_record_header_t *h)
+static int handle_record(mf_conn_t *c, const mf_record_header_t *h, const uint8_t *content,
+                         struct evbuffer *src)
 {
     size_t len = h->content_len;
-    const uint8_t *content = NULL;
     mf_request_t *r;
 
     if (h->id == 0) {
         /* Management records [section 4]. */
-        if (h->type == MF_GET_VALUES) {
-            content = len ? evbuffer_pullup(c->in, (ssize_t)len) : NULL;
+        if (h->type == MF_GET_VALUES)
             get_values(c, content, len);
-        } else {
+        else
             unknown_type(c, h->type);
-        }
-        evbuffer_drain(c->in, len);
         return 0;
     }
     switch (h->type) {
-    case MF_BEGIN_REQUEST: {
-        uint8_t b[8];
+    case MF_BEGIN_REQUEST:
         if (len != 8) {
             mf_log_warn("fd %d: BEGIN_REQUEST with %zu content bytes; closing", c->fd, len);
             return -1;
         }
-        evbuffer_remove(c->in, b, 8);
         if (mf__conn_find(c, h->id)) {
             mf_log_warn("fd %d: BEGIN_REQUEST for active request %u; closing", c->fd, h->id);
             return -1;
@@ -412,27 +408,22 @@ static int handle_record(mf_conn_t *c, const mf_record_header_t *h)
         if (c->closing || c->w->killed)
             mf_request_refuse(c, h->id, MF_OVERLOADED);
         else
-            mf_request_begin(c, h->id, (uint16_t)((b[0] << 8) | b[1]), b[2]);
+            mf_request_begin(c, h->id, (uint16_t)((content[0] << 8) | content[1]), content[2]);
         return 0;
-    }
     case MF_ABORT_REQUEST:
-        evbuffer_drain(c->in, len);
         if ((r = mf__conn_find(c, h->id)) != NULL)
             mf_request_abort(r);
         return 0;
     case MF_PARAMS:
-        if ((r = mf__conn_find(c, h->id)) != NULL) {
-            content = len ? evbuffer_pullup(c->in, (ssize_t)len) : NULL;
+        if ((r = mf__conn_find(c, h->id)) != NULL)
             mf_request_params(r, content, len);
-        }
-        evbuffer_drain(c->in, len);
         return 0;
     case MF_STDIN:
     case MF_DATA:
         if ((r = mf__conn_find(c, h->id)) != NULL)
-            mf_request_input(r, h->type == MF_DATA, c->in, len);
-        else
-            evbuffer_drain(c->in, len);
+            mf_request_input(r, h->type == MF_DATA, content, src, len);
+        else if (src)
+            evbuffer_drain(src, len);
         return 0;
     case MF_END_REQUEST:
     case MF_STDOUT:
@@ -441,69 +432,124 @@ static int handle_record(mf_conn_t *c, const mf_record_header_t *h)
     case MF_GET_VALUES_RESULT:
     case MF_UNKNOWN_TYPE:
         /* Records only an application sends, or management types on a request id. */
-        evbuffer_drain(c->in, len);
         return 0;
-    default:
-        evbuffer_drain(c->in, len);
-        unknown_type(c, h->type);
-        return 0;
+    default: unknown_type(c, h->type); return 0;
     }
 }
 
-void mf__conn_process_input(mf_conn_t *c)
+/* A bad record: answers to the requests before it still go out, if they can. */
+static void fail_input(mf_conn_t *c)
 {
-    mf_record_header_t h;
-    uint8_t hb[MF_HEADER_LEN];
+    send_output(c);
+    mf_conn_destroy(c);
+}
 
-    for (;;) {
-        size_t avail = evbuffer_get_length(c->in);
-        if (avail < MF_HEADER_LEN)
-            break;
-        evbuffer_copyout(c->in, hb, MF_HEADER_LEN);
-        mf_record_header_decode(hb, &h);
-        if (h.version != MF_FCGI_VERSION) {
-            /* Never resynchronise: nothing after a bad header can be trusted. */
-            mf_log_warn("fd %d: record with version %u; closing", c->fd, h.version);
-            send_output(c);
-            mf_conn_destroy(c);
-            return;
-        }
-        if (avail < mf_record_size(&h))
-            break;
-        evbuffer_drain(c->in, MF_HEADER_LEN);
-        if (handle_record(c, &h) < 0) {
-            /* Answers to the requests before the bad record still go out, if they can. */
-            send_output(c);
-            mf_conn_destroy(c);
-            return;
-        }
-        evbuffer_drain(c->in, h.padding_len);
-    }
-    mf__conn_update_reading(c);
+static int bad_version(mf_conn_t *c, const mf_record_header_t *h)
+{
+    if (h->version == MF_FCGI_VERSION)
+        return 0;
+    /* Never resynchronise: nothing after a bad header can be trusted. */
+    mf_log_warn("fd %d: record with version %u; closing", c->fd, h->version);
+    fail_input(c);
+    return 1;
 }
 
 /*
- * Reads through the worker's scratch buffer: evbuffer_read would first ask the kernel how
- * much is readable (an ioctl per read), and reserving a large chain per read would allocate
- * and free it for every small request.
+ * Handles the whole records at the front of the n bytes at p without copying them anywhere
+ * first: the usual case, where a read brings whole records and nothing is buffered.
+ * Returns the bytes used, or -1 when the connection was destroyed.
+ */
+static ssize_t process_block(mf_conn_t *c, const uint8_t *p, size_t n)
+{
+    size_t off = 0;
+
+    while (n - off >= MF_HEADER_LEN) {
+        mf_record_header_t h;
+        size_t size;
+
+        mf_record_header_decode(p + off, &h);
+        if (bad_version(c, &h))
+            return -1;
+        size = mf_record_size(&h);
+        if (n - off < size)
+            break;
+        if (handle_record(c, &h, p + off + MF_HEADER_LEN, NULL) < 0) {
+            fail_input(c);
+            return -1;
+        }
+        off += size;
+    }
+    return (ssize_t)off;
+}
+
+/* Handles the whole records in the connection's buffer. Returns -1 when it was destroyed. */
+static int process_buffered(mf_conn_t *c)
+{
+    for (;;) {
+        size_t avail = evbuffer_get_length(c->in);
+        mf_record_header_t h;
+        size_t size;
+
+        if (avail < MF_HEADER_LEN)
+            return 0;
+        mf_record_header_decode(evbuffer_pullup(c->in, MF_HEADER_LEN), &h);
+        if (bad_version(c, &h))
+            return -1;
+        size = mf_record_size(&h);
+        if (avail < size)
+            return 0;
+        if (h.id != 0 && (h.type == MF_STDIN || h.type == MF_DATA)) {
+            /* Body bytes move to the request without being made contiguous first. */
+            evbuffer_drain(c->in, MF_HEADER_LEN);
+            if (handle_record(c, &h, NULL, c->in) < 0)
+                break;
+            evbuffer_drain(c->in, h.padding_len);
+        } else {
+            const uint8_t *rec = evbuffer_pullup(c->in, (ssize_t)size);
+            if (!rec || handle_record(c, &h, rec + MF_HEADER_LEN, NULL) < 0)
+                break;
+            evbuffer_drain(c->in, size);
+        }
+    }
+    fail_input(c);
+    return -1;
+}
+
+/*
+ * Reads through the worker's scratch buffer (evbuffer_read would first ask the kernel how
+ * much is readable, an ioctl per read) and handles the whole records there; only what
+ * follows them is kept in the connection's buffer. Returns the bytes read, 0 at EOF, -1 on
+ * an error (errno), or -2 when the connection was destroyed.
  */
 static int read_input(mf_conn_t *c)
 {
-    ssize_t n = read(c->fd, c->w->scratch, MF_SCRATCH);
-    int more;
+    uint8_t *buf = (uint8_t *)c->w->scratch;
+    ssize_t n = read(c->fd, buf, MF_SCRATCH);
+    size_t used = 0;
 
-    if (n <= 0)
-        return (int)n;
-    if (evbuffer_add(c->in, c->w->scratch, (size_t)n) < 0) {
+    if (n <= 0 || c->shut)
+        return (int)n; /* a lingering close drops what comes: the linger stays bounded */
+    c->last_active = mf_worker_now(c->w);
+    if (evbuffer_get_length(c->in) == 0) {
+        ssize_t k = process_block(c, buf, (size_t)n);
+        if (k < 0)
+            return -2;
+        used = (size_t)k;
+    }
+    if (used < (size_t)n && evbuffer_add(c->in, buf + used, (size_t)n - used) < 0) {
         errno = ENOMEM;
         return -1;
     }
-    if ((size_t)n < MF_SCRATCH)
-        return (int)n;
-    /* A bulk transfer (a request body): read the rest straight into the buffer, where the
-     * ioctl that sizes the read is paid once for a large read. */
-    more = evbuffer_read(c->in, c->fd, READ_CHUNK - MF_SCRATCH);
-    return more > 0 ? (int)n + more : (int)n;
+    if ((size_t)n == MF_SCRATCH) {
+        /* A bulk transfer (a request body): read the rest straight into the buffer, where
+         * the ioctl that sizes the read is paid once for a large read. */
+        int more = evbuffer_read(c->in, c->fd, READ_CHUNK - MF_SCRATCH);
+        if (more > 0)
+            n += more;
+    }
+    if (process_buffered(c) < 0)
+        return -2;
+    return (int)n;
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg)
@@ -513,21 +559,16 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 
     (void)what;
     n = read_input(c);
+    if (n == -2)
+        return;
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
         /* The peer closed or reset: requests in flight are aborted (fastcgi.md). */
         mf_log_debug("fd %d: peer closed (%d requests in flight)", (int)fd, c->nreqs);
         mf_conn_destroy(c);
         return;
     }
-    if (n < 0)
-        return;
-    if (c->shut) {
-        /* The linger stays bounded however much the peer goes on sending. */
-        evbuffer_drain(c->in, evbuffer_get_length(c->in));
-        return;
-    }
-    c->last_active = mf_worker_now(c->w);
-    mf__conn_process_input(c);
+    if (n > 0 && !c->shut)
+        mf__conn_update_reading(c);
 }
 
 void mf__conn_sweep(mf_worker_t *w, double now)

@@ -78,9 +78,6 @@ void mf__conn_update_reading(mf_conn_t *c);
 /* Looks up an active request; NULL if the id is not active. */
 mf_request_t *mf__conn_find(mf_conn_t *c, uint16_t id);
 
-/* The input loop on a buffer already in c->in; exposed for the fuzz target. */
-void mf__conn_process_input(mf_conn_t *c);
-
 /* Sweeps idle connections and lingering closes. */
 void mf__conn_sweep(mf_worker_t *w, double now);
 

@@ -317,14 +317,22 @@ static void update_stall(mf_request_t *r)
     mf__conn_update_reading(r->conn);
 }
 
-void mf_request_input(mf_request_t *r, int stream, struct evbuffer *src, size_t len)
+/* Drops input that nobody will read: only bytes still in the connection's buffer need it. */
+static void drop_input(struct evbuffer *src, size_t len)
+{
+    if (src)
+        evbuffer_drain(src, len);
+}
+
+void mf_request_input(mf_request_t *r, int stream, const uint8_t *p, struct evbuffer *src,
+                      size_t len)
 {
     unsigned bit = 1u << stream;
     int eof = stream ? r->data_eof : r->stdin_eof;
     unsigned wait = stream ? MF_WAIT_DATA : MF_WAIT_READ;
 
     if (eof || (r->discard & bit)) {
-        evbuffer_drain(src, len);
+        drop_input(src, len);
         return;
     }
     if (len == 0) {
@@ -343,23 +351,31 @@ void mf_request_input(mf_request_t *r, int stream, struct evbuffer *src, size_t 
         if (len > r->w->cfg.max_body - whole->len || mf_buf_reserve(whole, len) < 0) {
             r->discard |= bit;
             mf_buf_reset(whole, KEEP_BUFFER);
-            evbuffer_drain(src, len);
+            drop_input(src, len);
             mf_request_wake(r, wait);
         } else {
             /* No wake-up per record: body() only needs the end. Progress still counts
              * against --read-timeout. */
-            evbuffer_remove(src, whole->p + whole->len, len);
+            if (src)
+                evbuffer_remove(src, whole->p + whole->len, len);
+            else
+                memcpy(whole->p + whole->len, p, len);
             whole->len += len;
             r->wait_since = mf_worker_now(r->w);
         }
         return;
     }
     if (!r->in[stream] && !(r->in[stream] = evbuffer_new())) {
-        evbuffer_drain(src, len);
+        drop_input(src, len);
         r->discard |= bit;
         return;
     }
-    evbuffer_remove_buffer(src, r->in[stream], len);
+    if (src) {
+        evbuffer_remove_buffer(src, r->in[stream], len);
+    } else if (evbuffer_add(r->in[stream], p, len) < 0) {
+        /* Bytes lost to a failed allocation: reads report "too large" rather than a hole. */
+        r->discard |= bit;
+    }
     update_stall(r);
     mf_request_wake(r, wait);
 }

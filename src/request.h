@@ -79,8 +79,10 @@ void mf_request_begin(mf_conn_t *c, uint16_t id, uint16_t role, uint8_t flags);
 
 /* Handles a PARAMS, STDIN or DATA record for an active request; content is len bytes. */
 void mf_request_params(mf_request_t *r, const uint8_t *content, size_t len);
-/* Moves len content bytes of a STDIN (stream 0) or DATA (stream 1) record from src. */
-void mf_request_input(mf_request_t *r, int stream, struct evbuffer *src, size_t len);
+/* Takes the len content bytes of a STDIN (stream 0) or DATA (stream 1) record: moved from
+ * the front of src when src is given, else copied from p. */
+void mf_request_input(mf_request_t *r, int stream, const uint8_t *p, struct evbuffer *src,
+                      size_t len);
 void mf_request_abort(mf_request_t *r);
 
 /* The connection is gone: detach or free. */
