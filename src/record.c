@@ -49,44 +49,6 @@ void mf_record_end_body(uint8_t *p, uint32_t app_status, uint8_t protocol_status
     p[5] = p[6] = p[7] = 0;
 }
 
-/* Reads one length at buf[*off]; returns 0 when the bytes are not there. */
-static int read_length(const uint8_t *buf, size_t len, size_t *off, size_t *out)
-{
-    size_t o = *off;
-    if (o >= len)
-        return 0;
-    if (!(buf[o] & 0x80)) {
-        *out = buf[o];
-        *off = o + 1;
-        return 1;
-    }
-    if (len - o < 4)
-        return 0;
-    *out = ((size_t)(buf[o] & 0x7f) << 24) | ((size_t)buf[o + 1] << 16) |
-           ((size_t)buf[o + 2] << 8) | (size_t)buf[o + 3];
-    *off = o + 4;
-    return 1;
-}
-
-int mf_nv_next(const uint8_t *buf, size_t len, size_t *off, mf_nv_t *nv)
-{
-    size_t o = *off, nlen, vlen;
-
-    if (o >= len)
-        return MF_NV_END;
-    if (!read_length(buf, len, &o, &nlen) || !read_length(buf, len, &o, &vlen))
-        return MF_NV_BAD;
-    /* Compare against what is left, never add the lengths: each may be near 2^31. */
-    if (nlen > len - o || vlen > len - o - nlen)
-        return MF_NV_BAD;
-    nv->name = buf + o;
-    nv->name_len = nlen;
-    nv->value = buf + o + nlen;
-    nv->value_len = vlen;
-    *off = o + nlen + vlen;
-    return MF_NV_PAIR;
-}
-
 static size_t length_size(size_t n)
 {
     return n < 128 ? 1 : 4;
