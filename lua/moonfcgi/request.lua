@@ -128,7 +128,7 @@ local function read(self, stream, n, fname)
     if n ~= nil then
         n = tonumber(n)
         if not n or n < 0 then
-            error("bad argument #1 to '" .. fname .. "' (non-negative number expected)", 3)
+            error("bad argument #1 to '" .. fname .. "' (non-negative number expected)", 2)
         end
         if n == 0 then
             return ""
@@ -220,7 +220,7 @@ end
 local function set_header(self, name, value, fname)
     local r = R(self, 2)
     if type(name) ~= "string" then
-        error("bad argument #1 to '" .. fname .. "' (string expected, got " .. type(name) .. ")", 3)
+        error("bad argument #1 to '" .. fname .. "' (string expected, got " .. type(name) .. ")", 2)
     end
     local tv = type(value)
     local rc
@@ -237,17 +237,17 @@ local function set_header(self, name, value, fname)
             end
             local v = value[i]
             if type(v) ~= "string" and type(v) ~= "number" then
-                error("bad argument #2 to '" .. fname .. "' (a list of strings expected)", 3)
+                error("bad argument #2 to '" .. fname .. "' (a list of strings expected)", 2)
             end
             v = tostring(v)
             rc = C.mf_ffi_req_set_header(r, name, #name, v, #v, 1)
         end
     else
         error("bad argument #2 to '" .. fname .. "' (string, number or list expected, got "
-            .. tv .. ")", 3)
+            .. tv .. ")", 2)
     end
     if rc == BAD_VALUE then
-        error(fname .. ": invalid header name or value (" .. name .. ")", 3)
+        error(fname .. ": invalid header name or value (" .. name .. ")", 2)
     end
     state_error(rc, fname .. ": the headers were already sent (or raw_write was used)")
     return true
@@ -273,38 +273,61 @@ local REF_MIN = 32 * 1024
 local nrefs = ffi.new("int[1]")
 local write_fn = C.mf_ffi_req_write
 
-local function write(self, fn, fname, ...)
+-- A write C refused: misuse is an error, a lost connection or a limit a nil, err result.
+local function written(rc)
+    if rc == BAD_STATE then
+        error("raw_write cannot be mixed with set_status, set_header or write", 3)
+    end
+    return nil, ERRORS[rc] or "error " .. rc
+end
+
+-- Queues one value; returns what C answered. Error levels: 1 is this function, 2 write(),
+-- 3 the handler (methods.write tail-calls write, so it has no frame of its own).
+local function write_value(r, fn, fname, i, v)
+    local tv = type(v)
+    if tv == "number" then
+        v = tostring(v)
+    elseif tv ~= "string" then
+        error("bad argument #" .. i .. " to '" .. fname .. "' (string or number expected, got "
+            .. tv .. ")", 3)
+    end
+    if fn == write_fn and #v >= REF_MIN then
+        local token = _M.pin(v)
+        local rc = C.mf_ffi_req_write_ref(r, v, #v, token, nrefs)
+        _M.pinned(token, nrefs[0])
+        return rc
+    end
+    return fn(r, v, #v)
+end
+
+-- n is the number of values, v1 the first; the others follow. The first is a parameter,
+-- not taken from the varargs: LuaJIT 2.1 (Debian 12's) could compile (...) to the second
+-- value here.
+local function write(self, fn, fname, n, v1, ...)
     local r = R(self, 2)
-    local waiting = false
-    for i = 1, select("#", ...) do
-        local v = select(i, ...)
-        local tv = type(v)
-        if tv == "number" then
-            v = tostring(v)
-        elseif tv ~= "string" then
-            error("bad argument #" .. i .. " to '" .. fname .. "' (string or number expected, got "
-                .. tv .. ")", 3)
-        end
-        local rc
-        if fn == write_fn and #v >= REF_MIN then
-            local token = _M.pin(v)
-            rc = C.mf_ffi_req_write_ref(r, v, #v, token, nrefs)
-            _M.pinned(token, nrefs[0])
-        else
-            rc = fn(r, v, #v)
-        end
+    if n == 0 then
+        return true
+    end
+    -- The first value outside the loop: most writes have one, and LuaJIT does not compile a
+    -- loop that runs once and leaves the function (such a write ran interpreted every time).
+    local rc = write_value(r, fn, fname, 1, v1)
+    local waiting = rc == WAIT
+    if rc ~= OK and rc ~= WAIT then
+        local ok, err = written(rc) -- not a tail call: the error level counts this frame
+        return ok, err
+    end
+    for i = 2, n do
+        rc = write_value(r, fn, fname, i, (select(i - 1, ...)))
         if rc == WAIT then
             waiting = true
         elseif rc ~= OK then
-            if rc == BAD_STATE then
-                error("raw_write cannot be mixed with set_status, set_header or write", 3)
-            end
-            return nil, ERRORS[rc] or "error " .. rc
+            local ok, err = written(rc)
+            return ok, err
         end
     end
     while waiting do
         wait()
-        local rc = C.mf_ffi_req_writable(r)
+        rc = C.mf_ffi_req_writable(r)
         if rc == OK then
             break
         elseif rc ~= WAIT then
@@ -315,11 +338,11 @@ local function write(self, fn, fname, ...)
 end
 
 function methods.write(self, ...)
-    return write(self, C.mf_ffi_req_write, "write", ...)
+    return write(self, C.mf_ffi_req_write, "write", select("#", ...), ...)
 end
 
 function methods.raw_write(self, ...)
-    return write(self, C.mf_ffi_req_raw_write, "raw_write", ...)
+    return write(self, C.mf_ffi_req_raw_write, "raw_write", select("#", ...), ...)
 end
 
 function methods.flush(self)
