@@ -236,6 +236,16 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
     conn_write(arg);
 }
 
+/* Records up to this size are assembled on the stack and added in one piece. */
+#define GATHER_MAX 512
+
+static void counted(mf_conn_t *c, size_t n)
+{
+    c->out_added += n;
+    c->w->unflushed += n;
+    mf_conn_output_added(c);
+}
+
 int mf_conn_add_record2(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, size_t alen,
                         const void *b, size_t blen)
 {
@@ -243,16 +253,29 @@ int mf_conn_add_record2(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, 
     uint8_t h[MF_HEADER_LEN];
     size_t len = alen + blen;
     uint8_t pad = mf_record_padding(len);
+    size_t size = sizeof h + len + pad;
 
     mf_record_header_encode(h, type, id, (uint16_t)len, pad);
+    if (size <= GATHER_MAX) {
+        /* A small record (an answer's end, a short body): one evbuffer_add, not four. */
+        uint8_t rec[GATHER_MAX];
+        memcpy(rec, h, sizeof h);
+        if (alen)
+            memcpy(rec + sizeof h, a, alen);
+        if (blen)
+            memcpy(rec + sizeof h + alen, b, blen);
+        memset(rec + sizeof h + len, 0, pad);
+        if (evbuffer_add(c->out, rec, size) < 0)
+            return -1;
+        counted(c, size);
+        return 0;
+    }
     /* The parts are added before anything else can run: the record stays whole. */
     if (evbuffer_add(c->out, h, sizeof h) < 0 || (alen && evbuffer_add(c->out, a, alen) < 0) ||
         (blen && evbuffer_add(c->out, b, blen) < 0) ||
         (pad && evbuffer_add(c->out, zeros, pad) < 0))
         return -1;
-    c->out_added += sizeof h + len + pad;
-    c->w->unflushed += sizeof h + len + pad;
-    mf_conn_output_added(c);
+    counted(c, size);
     return 0;
 }
 
@@ -290,16 +313,24 @@ int mf_conn_add_record_ref(mf_conn_t *c, uint8_t type, uint16_t id, const void *
     ref->w = w;
     ref->token = token;
     mf_record_header_encode(h, type, id, (uint16_t)len, pad);
-    if (evbuffer_add(c->out, h, sizeof h) < 0 || (alen && evbuffer_add(c->out, a, alen) < 0) ||
-        evbuffer_add_reference(c->out, b, blen, on_ref_done, ref) < 0 ||
+    if (alen && alen <= GATHER_MAX - sizeof h) {
+        /* The header and a short head (an answer's header block) in one piece. */
+        uint8_t head[GATHER_MAX];
+        memcpy(head, h, sizeof h);
+        memcpy(head + sizeof h, a, alen);
+        if (evbuffer_add(c->out, head, sizeof h + alen) < 0)
+            return -1;
+    } else if (evbuffer_add(c->out, h, sizeof h) < 0 ||
+               (alen && evbuffer_add(c->out, a, alen) < 0)) {
+        return -1;
+    }
+    if (evbuffer_add_reference(c->out, b, blen, on_ref_done, ref) < 0 ||
         (pad && evbuffer_add(c->out, zeros, pad) < 0)) {
         /* Only the reference's failure leaves it unused; the stream is broken either way
          * and the connection will be closed by the caller's out-of-memory answer. */
         return -1;
     }
-    c->out_added += sizeof h + len + pad;
-    c->w->unflushed += sizeof h + len + pad;
-    mf_conn_output_added(c);
+    counted(c, sizeof h + len + pad);
     return 0;
 }
 
