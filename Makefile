@@ -6,6 +6,8 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 FUZZ_SECONDS ?= 30
+# make bench BENCH_RESULTS=bench/RESULTS.md also appends the report there.
+BENCH_RESULTS ?=
 
 .PHONY: all deps test-deps build asan-build fuzz-build run test check-unit check-spec \
         check-integration check-asan check-fuzz check-format bench install clean
@@ -56,7 +58,7 @@ check-format:
 	    bench/peers/*.c
 
 bench: test-deps build
-	@bench/run.sh $(BUILD)
+	@bench/run.sh $(if $(BENCH_RESULTS),--results $(BENCH_RESULTS)) $(BUILD)
 	@bench/scaling.sh $(BUILD)
 
 install: build

@@ -142,10 +142,14 @@ trap 'exit 130' INT TERM
 
 # Durations: a few seconds each for the record, about one for a smoke test.
 if [ "$QUICK" = 1 ]; then
-    D_HELLO=1 D=1 STREAM_MIB=8 IDLE_CONNS=1000 IDLE_HOLD=0.5
+    D_HELLO=1 D=1 STREAM_MIB=8 IDLE_CONNS=1000 IDLE_HOLD=0.5 ROUNDS=1 D_ROUND=1
 else
-    D_HELLO=4 D=3 STREAM_MIB=100 IDLE_CONNS=10000 IDLE_HOLD=2
+    D_HELLO=4 D=3 STREAM_MIB=100 IDLE_CONNS=10000 IDLE_HOLD=2 ROUNDS=3 D_ROUND=2
 fi
+# The workloads with a target against the ceiling alternate the two in ROUNDS rounds of
+# D_ROUND seconds (moonfcgi, the ceiling, moonfcgi, ...): a shared machine's speed drifts
+# over seconds, and one long run of each put that drift into the ratio (0.88, 0.99 and 0.93
+# in three consecutive runs of the 64 KiB workload with one build).
 SLOW_BPS=10000000 # mf-bench's --slow-read ceiling: 100 MiB then takes 10.5 s
 CLK_TCK=$(getconf CLK_TCK)
 NCPU=$(nproc)
@@ -229,28 +233,70 @@ cpu_pct() {
         'BEGIN { v = ns > 0 ? 100 * (b - a) / hz / (ns / 1e9) : 0; printf "%.0f\n", v }'
 }
 
-# record W S OK: stores the LG_* figures and the server measurements of one run.
+# record W S OK: stores the LG_* figures and the server measurements of one run. A server
+# measured in several rounds of a workload (see rounds) gets the rounds' figures combined by
+# finish_rows: means, except max latency and memory (the highest) and errors (the sum).
+declare -A R_N
 record() {
-    local key="$1/$2"
-    ROWS+=("$key")
-    R_OK[$key]=$3
-    R_RPS[$key]=${LG_RPS:-}
-    R_BPS[$key]=${LG_BYTES_PER_S:-}
-    R_P50[$key]=${LG_P50_US:-}
-    R_P99[$key]=${LG_P99_US:-}
-    R_MAX[$key]=${LG_MAX_US:-}
-    R_ERR[$key]=${LG_ERRORS:-}
-    R_LGCPU[$key]=${LG_CPU_PCT:-}
-    R_SRVCPU[$key]=${SRV_CPU_PCT:-}
-    R_OTHER[$key]=${OTHER_CPU_PCT:-}
-    R_MEM[$key]=${SRV_MEM_KIB:-}
-    R_NOTE[$key]=${RUN_NOTE:-}
+    local key="$1/$2" f v
+    if [ -z "${R_N[$key]:-}" ]; then
+        ROWS+=("$key")
+        R_N[$key]=0
+        R_OK[$key]=1
+        for f in R_RPS R_BPS R_P50 R_P99 R_MAX R_ERR R_LGCPU R_SRVCPU R_OTHER R_MEM R_NOTE; do
+            declare -n arr=$f
+            arr[$key]=''
+        done
+    fi
+    R_N[$key]=$((R_N[$key] + 1))
+    [ "$3" = 1 ] || R_OK[$key]=0
+    R_RPS[$key]+=" ${LG_RPS:-}"
+    R_BPS[$key]+=" ${LG_BYTES_PER_S:-}"
+    R_P50[$key]+=" ${LG_P50_US:-}"
+    R_P99[$key]+=" ${LG_P99_US:-}"
+    R_MAX[$key]+=" ${LG_MAX_US:-}"
+    R_ERR[$key]+=" ${LG_ERRORS:-}"
+    R_LGCPU[$key]+=" ${LG_CPU_PCT:-}"
+    R_SRVCPU[$key]+=" ${SRV_CPU_PCT:-}"
+    R_OTHER[$key]+=" ${OTHER_CPU_PCT:-}"
+    R_MEM[$key]+=" ${SRV_MEM_KIB:-}"
+    v=${RUN_NOTE:-}
+    if [ -n "$v" ] && [[ "; ${R_NOTE[$key]}; " != *"; $v; "* ]]; then
+        R_NOTE[$key]=${R_NOTE[$key]:+${R_NOTE[$key]}; }$v
+    fi
     if [ "$3" != 1 ]; then
         FAILED_RUNS=$((FAILED_RUNS + 1))
     fi
     mf_log "$(printf '%-8s %-15s %10s req/s  p99 %8s us  errors %s  mem %s KiB  cpu: server %s%%, others %s%%  %s' \
         "$1" "$2" "${LG_RPS:--}" "${LG_P99_US:--}" "${LG_ERRORS:--}" "${SRV_MEM_KIB:--}" \
         "${SRV_CPU_PCT:--}" "${OTHER_CPU_PCT:--}" "${RUN_NOTE:-}")"
+}
+
+# combine HOW VALUES...: mean, max or sum of the numbers given; nothing when none is.
+combine() {
+    local how=$1
+    shift
+    awk -v how="$how" 'BEGIN {
+        n = 0; s = 0; m = ""
+        for (i = 1; i < ARGC; i++) { v = ARGV[i] + 0; n++; s += v; if (m == "" || v > m) m = v }
+        if (n == 0) exit
+        if (how == "mean") { v = s / n } else if (how == "max") { v = m } else { v = s }
+        if (v == int(v)) printf "%d\n", v; else printf "%.1f\n", v
+    }' "$@"
+}
+
+# Turns the per-round lists that record keeps into the figures the report prints.
+finish_rows() {
+    local key f how
+    for key in "${ROWS[@]}"; do
+        for f in R_RPS:mean R_BPS:mean R_P50:mean R_P99:mean R_MAX:max R_ERR:sum R_LGCPU:mean \
+            R_SRVCPU:mean R_OTHER:mean R_MEM:max; do
+            how=${f#*:}
+            declare -n arr=${f%%:*}
+            # shellcheck disable=SC2086 # the list is words on purpose
+            arr[$key]=$(combine "$how" ${arr[$key]})
+        done
+    done
 }
 
 # start_server W S ADDR: starts the server S (its command in SRV_CMD, "--listen ADDR" is
@@ -320,7 +366,7 @@ direct() {
 
 # through_nginx W S: nginx (one process) in front of the server SRV_CMD, wrk at nginx.
 through_nginx() {
-    local w=$1 s=$2 up t0 t1 n0 n1 ns0 ns1 ok=1 d=$D_HELLO
+    local w=$1 s=$2 up t0 t1 n0 n1 ns0 ns1 ok=1 d=${3:-$D_HELLO}
     LG_RPS='' LG_BYTES_PER_S='' LG_P50_US='' LG_P99_US='' LG_MAX_US='' LG_ERRORS='' LG_CPU_PCT=''
     SRV_CPU_PCT='' SRV_MEM_KIB='' RUN_NOTE='' OTHER_CPU_PCT=''
     next_addr
@@ -413,10 +459,12 @@ MF_ONE=("$MOONFCGI" --workers 1 --log-level warn)
 
 if want hello; then
     mf_log "workload hello: hello world, kept connections, -c 50"
-    SRV_CMD=("${MF_ONE[@]}" "$W_HELLO")
-    direct hello moonfcgi -c 50 -d "$D_HELLO" --strict
-    SRV_CMD=("$CEILING")
-    direct hello ceiling -c 50 -d "$D_HELLO" --strict
+    for ((round = 1; round <= ROUNDS; round++)); do
+        SRV_CMD=("${MF_ONE[@]}" "$W_HELLO")
+        direct hello moonfcgi -c 50 -d "$D_ROUND" --strict
+        SRV_CMD=("$CEILING")
+        direct hello ceiling -c 50 -d "$D_ROUND" --strict
+    done
     if [ "$HAVE_LIBFCGI" = 1 ]; then
         # A libfcgi thread keeps one kept connection: as many connections as threads.
         SRV_CMD=("$LIBFCGI" --threads 2)
@@ -439,10 +487,12 @@ fi
 if want nginx; then
     if [ "$HAVE_NGINX" = 1 ] && [ "$HAVE_WRK" = 1 ]; then
         mf_log "workload nginx: wrk -t1 -c50 -> nginx (keepalive 64, fastcgi_keep_conn) -> server"
-        SRV_CMD=("${MF_ONE[@]}" "$W_HELLO")
-        through_nginx nginx moonfcgi
-        SRV_CMD=("$CEILING")
-        through_nginx nginx ceiling
+        for ((round = 1; round <= ROUNDS; round++)); do
+            SRV_CMD=("${MF_ONE[@]}" "$W_HELLO")
+            through_nginx nginx moonfcgi "$D_ROUND"
+            SRV_CMD=("$CEILING")
+            through_nginx nginx ceiling "$D_ROUND"
+        done
     else
         note "nginx workload skipped: needs nginx and wrk (apt-get install nginx wrk)"
     fi
@@ -467,18 +517,22 @@ fi
 
 if want body64k; then
     mf_log "workload body64k: 64 KiB responses"
-    SRV_CMD=("${MF_ONE[@]}" "$APPS/bytes.lua")
-    direct body64k moonfcgi -c 50 -d "$D" --strict --expect-body-bytes 65536
-    SRV_CMD=("$CEILING" --body-size 65536)
-    direct body64k ceiling -c 50 -d "$D" --strict --expect-body-bytes 65536
+    for ((round = 1; round <= ROUNDS; round++)); do
+        SRV_CMD=("${MF_ONE[@]}" "$APPS/bytes.lua")
+        direct body64k moonfcgi -c 50 -d "$D_ROUND" --strict --expect-body-bytes 65536
+        SRV_CMD=("$CEILING" --body-size 65536)
+        direct body64k ceiling -c 50 -d "$D_ROUND" --strict --expect-body-bytes 65536
+    done
 fi
 
 if want upload; then
     mf_log "workload upload: 1 MiB request bodies"
-    SRV_CMD=("${MF_ONE[@]}" "$APPS/upload.lua")
-    direct upload moonfcgi -c 8 -d "$D" --strict --body 1048576
-    SRV_CMD=("$CEILING" --read-body)
-    direct upload ceiling -c 8 -d "$D" --strict --body 1048576
+    for ((round = 1; round <= ROUNDS; round++)); do
+        SRV_CMD=("${MF_ONE[@]}" "$APPS/upload.lua")
+        direct upload moonfcgi -c 8 -d "$D_ROUND" --strict --body 1048576
+        SRV_CMD=("$CEILING" --read-body)
+        direct upload ceiling -c 8 -d "$D_ROUND" --strict --body 1048576
+    done
     if [ "$HAVE_LIBFCGI" = 1 ]; then
         SRV_CMD=("$LIBFCGI" --threads 2)
         direct upload libfcgi -c 2 -d "$D" --strict --body 1048576
@@ -525,6 +579,8 @@ if want sleep; then
 fi
 
 # ---- the report ----
+
+finish_rows
 
 # fig KEY ARRAY: a figure or empty.
 fig() {
