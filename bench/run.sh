@@ -142,9 +142,9 @@ trap 'exit 130' INT TERM
 
 # Durations: a few seconds each for the record, about one for a smoke test.
 if [ "$QUICK" = 1 ]; then
-    D_HELLO=1 D=1 STREAM_MIB=8 IDLE_CONNS=1000 IDLE_HOLD=0.5 ROUNDS=1 D_ROUND=1
+    D_HELLO=1 D=1 STREAM_MIB=8 IDLE_CONNS=1000 IDLE_HOLD=0.5 ROUNDS=1 D_ROUND=1 WARMUP=0.2
 else
-    D_HELLO=4 D=3 STREAM_MIB=100 IDLE_CONNS=10000 IDLE_HOLD=2 ROUNDS=3 D_ROUND=2
+    D_HELLO=4 D=3 STREAM_MIB=100 IDLE_CONNS=10000 IDLE_HOLD=2 ROUNDS=3 D_ROUND=2 WARMUP=0.5
 fi
 # The workloads with a target against the ceiling alternate the two in ROUNDS rounds of
 # D_ROUND seconds (moonfcgi, the ceiling, moonfcgi, ...): a shared machine's speed drifts
@@ -281,7 +281,7 @@ combine() {
         for (i = 1; i < ARGC; i++) { v = ARGV[i] + 0; n++; s += v; if (m == "" || v > m) m = v }
         if (n == 0) exit
         if (how == "mean") { v = s / n } else if (how == "max") { v = m } else { v = s }
-        if (v == int(v)) printf "%d\n", v; else printf "%.1f\n", v
+        if (v == int(v)) printf "%.0f\n", v; else printf "%.1f\n", v
     }' "$@"
 }
 
@@ -334,6 +334,25 @@ measure_mem() {
     fi
 }
 
+# warm_up MF-BENCH-ARGS...: the same load for WARMUP seconds, not measured, when the load is
+# bounded by -d. A fresh server first grows its heap and compiles its hot paths: moonfcgi's
+# first half second of 1 MiB uploads ran at half the speed of the seconds after it.
+warm_up() {
+    local args=() a timed=0 next=0
+    for a in "$@"; do
+        if [ "$next" = 1 ]; then
+            a=$WARMUP
+            next=0
+            timed=1
+        elif [ "$a" = -d ]; then
+            next=1
+        fi
+        args+=("$a")
+    done
+    [ "$timed" = 1 ] || return 0
+    "${MF_LOADGEN_WRAP[@]}" "$MF_BENCH" "${args[@]}" >/dev/null 2>&1 || true
+}
+
 # direct W S MF-BENCH-ARGS...: one server (SRV_CMD), mf-bench straight at it.
 direct() {
     local w=$1 s=$2 t0 t1 m0 m1 ns0 ns1 ok=1
@@ -346,6 +365,7 @@ direct() {
         record "$w" "$s" 0
         return
     fi
+    warm_up --connect "$ADDR" "$@"
     printf '\n### %s / %s: mf-bench %s\n' "$w" "$s" "$*" >>"$MF_LOADGEN_LOG"
     t0=$(cpu_ticks_of_pids "$SRV_PID")
     m0=$(machine_ticks)
