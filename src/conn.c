@@ -486,6 +486,64 @@ static int bad_version(mf_conn_t *c, const mf_record_header_t *h)
 }
 
 /*
+ * A STDIN or DATA record of a request that gathers its body, of which only got bytes (the
+ * header and maybe some content and padding) have arrived: the content that is there goes
+ * to the request and the record becomes the part in progress, so that the rest can be read
+ * straight into the body block. Returns 0 when the record does not qualify (the caller
+ * buffers its bytes as usual).
+ */
+static int start_part(mf_conn_t *c, const mf_record_header_t *h, size_t got)
+{
+    int stream = h->type == MF_DATA;
+    size_t content, pad;
+    mf_request_t *r;
+
+    if (h->id == 0 || (h->type != MF_STDIN && h->type != MF_DATA) || h->content_len == 0)
+        return 0;
+    r = mf__conn_find(c, h->id);
+    if (!r || !mf_request_body_room(r, stream, h->content_len))
+        return 0;
+    got -= MF_HEADER_LEN;
+    content = got < h->content_len ? got : h->content_len;
+    pad = got - content;
+    c->part_id = h->id;
+    c->part_type = h->type;
+    c->part_pad = h->padding_len;
+    c->part_left = h->content_len - content;
+    c->skip = c->part_left ? 0 : h->padding_len - pad;
+    return 1;
+}
+
+/* Gives the part in progress, then its padding, what they need of the n bytes at p;
+ * returns the bytes used. */
+static size_t feed_part(mf_conn_t *c, const uint8_t *p, size_t n)
+{
+    size_t used = 0;
+
+    if (c->part_left > 0 && n > 0) {
+        size_t k = n < c->part_left ? n : c->part_left;
+        mf_request_t *r = mf__conn_find(c, c->part_id);
+        if (r)
+            mf_request_input(r, c->part_type == MF_DATA, p, NULL, k);
+        c->part_left -= k;
+        used = k;
+        if (c->part_left == 0)
+            c->skip = c->part_pad;
+    }
+    if (c->part_left == 0 && c->skip > 0 && used < n) {
+        size_t k = n - used < c->skip ? n - used : c->skip;
+        c->skip -= k;
+        used += k;
+    }
+    return used;
+}
+
+static int part_pending(const mf_conn_t *c)
+{
+    return c->part_left > 0 || c->skip > 0;
+}
+
+/*
  * Handles the whole records at the front of the n bytes at p without copying them anywhere
  * first: the usual case, where a read brings whole records and nothing is buffered.
  * Returns the bytes used, or -1 when the connection was destroyed.
@@ -502,8 +560,17 @@ static ssize_t process_block(mf_conn_t *c, const uint8_t *p, size_t n)
         if (bad_version(c, &h))
             return -1;
         size = mf_record_size(&h);
-        if (n - off < size)
+        if (n - off < size) {
+            if (start_part(c, &h, n - off)) {
+                mf_record_header_t part = h;
+                size_t content = n - off - MF_HEADER_LEN;
+                part.content_len = (uint16_t)(content < h.content_len ? content : h.content_len);
+                if (part.content_len > 0)
+                    handle_record(c, &part, p + off + MF_HEADER_LEN, NULL);
+                off = n; /* the padding read so far is dropped too */
+            }
             break;
+        }
         if (handle_record(c, &h, p + off + MF_HEADER_LEN, NULL) < 0) {
             fail_input(c);
             return -1;
@@ -527,8 +594,19 @@ static int process_buffered(mf_conn_t *c)
         if (bad_version(c, &h))
             return -1;
         size = mf_record_size(&h);
-        if (avail < size)
+        if (avail < size) {
+            if (start_part(c, &h, avail)) {
+                mf_record_header_t part = h;
+                evbuffer_drain(c->in, MF_HEADER_LEN);
+                part.content_len =
+                    (uint16_t)(avail - MF_HEADER_LEN < h.content_len ? avail - MF_HEADER_LEN
+                                                                     : h.content_len);
+                if (part.content_len > 0)
+                    handle_record(c, &part, NULL, c->in);
+                evbuffer_drain(c->in, evbuffer_get_length(c->in)); /* padding read so far */
+            }
             return 0;
+        }
         if (h.id != 0 && (h.type == MF_STDIN || h.type == MF_DATA)) {
             /* Body bytes move to the request without being made contiguous first. */
             evbuffer_drain(c->in, MF_HEADER_LEN);
@@ -547,38 +625,77 @@ static int process_buffered(mf_conn_t *c)
 }
 
 /*
- * Reads through the worker's scratch buffer (evbuffer_read would first ask the kernel how
- * much is readable, an ioctl per read) and handles the whole records there; only what
- * follows them is kept in the connection's buffer. Returns the bytes read, 0 at EOF, -1 on
- * an error (errno), or -2 when the connection was destroyed.
+ * One read. While a record of a request that gathers its body is in progress, its content
+ * goes straight into the body block and what follows into the worker's scratch buffer;
+ * otherwise all of it goes into the scratch buffer (evbuffer_read would first ask the
+ * kernel how much is readable, an ioctl per read). Returns the bytes read into the scratch
+ * buffer through *len, and the read's result.
+ */
+static ssize_t read_some(mf_conn_t *c, size_t *len)
+{
+    uint8_t *buf = (uint8_t *)c->w->scratch;
+    mf_request_t *r;
+    uint8_t *dst;
+    ssize_t n;
+
+    *len = 0;
+    if (c->part_left > 0 && !c->shut && (r = mf__conn_find(c, c->part_id)) != NULL &&
+        (dst = mf_request_body_room(r, c->part_type == MF_DATA, c->part_left)) != NULL) {
+        struct iovec iov[2] = {{dst, c->part_left}, {buf, MF_SCRATCH}};
+        size_t direct;
+
+        n = readv(c->fd, iov, 2);
+        if (n <= 0)
+            return n;
+        direct = (size_t)n < c->part_left ? (size_t)n : c->part_left;
+        mf_request_body_filled(r, c->part_type == MF_DATA, direct);
+        c->part_left -= direct;
+        if (c->part_left == 0)
+            c->skip = c->part_pad;
+        *len = (size_t)n - direct;
+        return n;
+    }
+    n = read(c->fd, buf, MF_SCRATCH);
+    if (n > 0)
+        *len = (size_t)n;
+    return n;
+}
+
+/*
+ * Reads and handles the whole records read; only what follows them is kept in the
+ * connection's buffer. Returns the bytes read, 0 at EOF, -1 on an error (errno), or -2 when
+ * the connection was destroyed.
  */
 static int read_input(mf_conn_t *c)
 {
-    uint8_t *buf = (uint8_t *)c->w->scratch;
-    ssize_t n = read(c->fd, buf, MF_SCRATCH);
-    size_t used = 0;
+    const uint8_t *buf = (const uint8_t *)c->w->scratch;
+    size_t len, used = 0;
+    ssize_t n = read_some(c, &len);
 
     if (n <= 0 || c->shut)
         return (int)n; /* a lingering close drops what comes: the linger stays bounded */
     c->last_active = mf_worker_now(c->w);
     if (evbuffer_get_length(c->in) == 0) {
-        ssize_t k = process_block(c, buf, (size_t)n);
-        if (k < 0)
-            return -2;
-        used = (size_t)k;
+        used = feed_part(c, buf, len);
+        if (!part_pending(c)) {
+            ssize_t k = process_block(c, buf + used, len - used);
+            if (k < 0)
+                return -2;
+            used += (size_t)k;
+        }
     }
-    if (used < (size_t)n && evbuffer_add(c->in, buf + used, (size_t)n - used) < 0) {
+    if (used < len && evbuffer_add(c->in, buf + used, len - used) < 0) {
         errno = ENOMEM;
         return -1;
     }
-    if ((size_t)n == MF_SCRATCH) {
-        /* A bulk transfer (a request body): read the rest straight into the buffer, where
-         * the ioctl that sizes the read is paid once for a large read. */
+    if (len == MF_SCRATCH && !part_pending(c)) {
+        /* A bulk transfer not going straight into a body block: read the rest into the
+         * buffer, where the ioctl that sizes the read is paid once for a large read. */
         int more = evbuffer_read(c->in, c->fd, READ_CHUNK - MF_SCRATCH);
         if (more > 0)
             n += more;
     }
-    if (process_buffered(c) < 0)
+    if (!part_pending(c) && process_buffered(c) < 0)
         return -2;
     return (int)n;
 }

@@ -32,6 +32,17 @@ struct mf_conn {
     unsigned shut : 1;        /* SHUT_WR sent; input is read and discarded until EOF */
     unsigned has_waiters : 1; /* some request waits for room or for a flush */
 
+    /*
+     * A STDIN or DATA record of a request that gathers its body, whose header has been
+     * handled but whose content is still arriving: the rest is read straight into the
+     * request's body block (read_input). Nothing is buffered in `in` meanwhile.
+     */
+    size_t part_left; /* content bytes of it still to come */
+    size_t skip;      /* padding bytes still to drop, once part_left is 0 */
+    uint16_t part_id;
+    uint8_t part_type;
+    uint8_t part_pad;
+
     double last_active;
     mf_conn_t *next, *prev; /* w->conns */
     mf_conn_t *dirty_next;

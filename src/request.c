@@ -380,6 +380,24 @@ void mf_request_input(mf_request_t *r, int stream, const uint8_t *p, struct evbu
     mf_request_wake(r, wait);
 }
 
+uint8_t *mf_request_body_room(mf_request_t *r, int stream, size_t n)
+{
+    unsigned bit = 1u << stream;
+    mf_buf_t *whole = &r->whole[stream];
+
+    if (!(r->body_mode & bit) || (r->discard & bit) || (stream ? r->data_eof : r->stdin_eof))
+        return NULL;
+    if (n > r->w->cfg.max_body - whole->len || mf_buf_reserve(whole, n) < 0)
+        return NULL;
+    return (uint8_t *)whole->p + whole->len;
+}
+
+void mf_request_body_filled(mf_request_t *r, int stream, size_t n)
+{
+    r->whole[stream].len += n;
+    r->wait_since = mf_worker_now(r->w);
+}
+
 void mf_request_wake(mf_request_t *r, unsigned what)
 {
     if (!r->lua || !(r->waiting & what))

@@ -83,6 +83,14 @@ void mf_request_params(mf_request_t *r, const uint8_t *content, size_t len);
  * the front of src when src is given, else copied from p. */
 void mf_request_input(mf_request_t *r, int stream, const uint8_t *p, struct evbuffer *src,
                       size_t len);
+/*
+ * Where the next n bytes of stream 0 (STDIN) or 1 (DATA) can be read straight into the block
+ * body() gathers; NULL when they cannot (the stream is not gathered, has ended or is being
+ * dropped, or n is past --max-body): the caller then passes them to mf_request_input.
+ */
+uint8_t *mf_request_body_room(mf_request_t *r, int stream, size_t n);
+/* n bytes were read into the room mf_request_body_room gave. */
+void mf_request_body_filled(mf_request_t *r, int stream, size_t n);
 void mf_request_abort(mf_request_t *r);
 
 /* The connection is gone: detach or free. */
