@@ -487,15 +487,14 @@ static int bad_version(mf_conn_t *c, const mf_record_header_t *h)
 
 /*
  * A STDIN or DATA record of a request that gathers its body, of which only got bytes (the
- * header and maybe some content and padding) have arrived: the content that is there goes
- * to the request and the record becomes the part in progress, so that the rest can be read
- * straight into the body block. Returns 0 when the record does not qualify (the caller
- * buffers its bytes as usual).
+ * header and maybe some content and padding) have arrived: the record becomes the part in
+ * progress, so that the rest can be read straight into the body block, and *content says
+ * how much of its content is among the got bytes, for the caller to hand over now. Returns
+ * 0 when the record does not qualify (the caller buffers its bytes as usual).
  */
-static int start_part(mf_conn_t *c, const mf_record_header_t *h, size_t got)
+static int start_part(mf_conn_t *c, const mf_record_header_t *h, size_t got, uint16_t *content)
 {
     int stream = h->type == MF_DATA;
-    size_t content, pad;
     mf_request_t *r;
 
     if (h->id == 0 || (h->type != MF_STDIN && h->type != MF_DATA) || h->content_len == 0)
@@ -504,13 +503,12 @@ static int start_part(mf_conn_t *c, const mf_record_header_t *h, size_t got)
     if (!r || !mf_request_body_room(r, stream, h->content_len))
         return 0;
     got -= MF_HEADER_LEN;
-    content = got < h->content_len ? got : h->content_len;
-    pad = got - content;
+    *content = (uint16_t)(got < h->content_len ? got : h->content_len);
     c->part_id = h->id;
     c->part_type = h->type;
     c->part_pad = h->padding_len;
-    c->part_left = h->content_len - content;
-    c->skip = c->part_left ? 0 : h->padding_len - pad;
+    c->part_left = h->content_len - *content;
+    c->skip = c->part_left ? 0 : h->padding_len - (got - *content);
     return 1;
 }
 
@@ -561,10 +559,8 @@ static ssize_t process_block(mf_conn_t *c, const uint8_t *p, size_t n)
             return -1;
         size = mf_record_size(&h);
         if (n - off < size) {
-            if (start_part(c, &h, n - off)) {
-                mf_record_header_t part = h;
-                size_t content = n - off - MF_HEADER_LEN;
-                part.content_len = (uint16_t)(content < h.content_len ? content : h.content_len);
+            mf_record_header_t part = h;
+            if (start_part(c, &h, n - off, &part.content_len)) {
                 if (part.content_len > 0)
                     handle_record(c, &part, p + off + MF_HEADER_LEN, NULL);
                 off = n; /* the padding read so far is dropped too */
@@ -595,12 +591,9 @@ static int process_buffered(mf_conn_t *c)
             return -1;
         size = mf_record_size(&h);
         if (avail < size) {
-            if (start_part(c, &h, avail)) {
-                mf_record_header_t part = h;
+            mf_record_header_t part = h;
+            if (start_part(c, &h, avail, &part.content_len)) {
                 evbuffer_drain(c->in, MF_HEADER_LEN);
-                part.content_len =
-                    (uint16_t)(avail - MF_HEADER_LEN < h.content_len ? avail - MF_HEADER_LEN
-                                                                     : h.content_len);
                 if (part.content_len > 0)
                     handle_record(c, &part, NULL, c->in);
                 evbuffer_drain(c->in, evbuffer_get_length(c->in)); /* padding read so far */

@@ -347,21 +347,20 @@ void mf_request_input(mf_request_t *r, int stream, const uint8_t *p, struct evbu
         /* body() gathers the stream in one contiguous block, so that handing it to Lua is
          * the only copy left. Past --max-body, body() answers "too large" and the rest of
          * the stream is dropped as it comes. */
-        mf_buf_t *whole = &r->whole[stream];
-        if (len > r->w->cfg.max_body - whole->len || mf_buf_reserve(whole, len) < 0) {
+        uint8_t *dst = mf_request_body_room(r, stream, len);
+        if (!dst) {
             r->discard |= bit;
-            mf_buf_reset(whole, KEEP_BUFFER);
+            mf_buf_reset(&r->whole[stream], KEEP_BUFFER);
             drop_input(src, len);
             mf_request_wake(r, wait);
         } else {
             /* No wake-up per record: body() only needs the end. Progress still counts
-             * against --read-timeout. */
+             * against --read-timeout (mf_request_body_filled). */
             if (src)
-                evbuffer_remove(src, whole->p + whole->len, len);
+                evbuffer_remove(src, dst, len);
             else
-                memcpy(whole->p + whole->len, p, len);
-            whole->len += len;
-            r->wait_since = mf_worker_now(r->w);
+                memcpy(dst, p, len);
+            mf_request_body_filled(r, stream, len);
         }
         return;
     }
