@@ -234,21 +234,18 @@ cpu_pct() {
 }
 
 # record W S OK: stores the LG_* figures and the server measurements of one run. A server
-# measured in several rounds of a workload (see rounds) gets the rounds' figures combined by
-# finish_rows: means, except max latency and memory (the highest) and errors (the sum).
-declare -A R_N
+# measured in several rounds of a workload (ROUNDS, above) gets the rounds' figures combined
+# by finish_rows: means, except max latency and memory (the highest) and errors (the sum).
 record() {
     local key="$1/$2" f v
-    if [ -z "${R_N[$key]:-}" ]; then
+    if [ -z "${R_OK[$key]+set}" ]; then
         ROWS+=("$key")
-        R_N[$key]=0
         R_OK[$key]=1
         for f in R_RPS R_BPS R_P50 R_P99 R_MAX R_ERR R_LGCPU R_SRVCPU R_OTHER R_MEM R_NOTE; do
             declare -n arr=$f
             arr[$key]=''
         done
     fi
-    R_N[$key]=$((R_N[$key] + 1))
     [ "$3" = 1 ] || R_OK[$key]=0
     R_RPS[$key]+=" ${LG_RPS:-}"
     R_BPS[$key]+=" ${LG_BYTES_PER_S:-}"
