@@ -164,17 +164,25 @@ mf_descendants() {
         }'
 }
 
+# sum_of_pids FILE AWK-PROGRAM PID...
+# Prints the sum, over the pids and all their descendants, of the number the awk program
+# prints from /proc/PID/FILE (a process gone meanwhile counts 0).
+sum_of_pids() {
+    local file=$1 prog=$2 pid total=0 v
+    shift 2
+    for pid in $(mf_descendants "$@"); do
+        v=$(awk "$prog" "/proc/$pid/$file" 2>/dev/null)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
 # rss_kib_of_pids PID...
 # Prints the summed resident set size in KiB of the pids and all their descendants (worker
 # processes, a php-fpm master's children). Pages shared between processes are counted once
 # per process: see pss_kib_of_pids for a sum that splits them.
 rss_kib_of_pids() {
-    local pid total=0 rss
-    for pid in $(mf_descendants "$@"); do
-        rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
-        total=$((total + ${rss:-0}))
-    done
-    echo "$total"
+    sum_of_pids status '/^VmRSS:/ { print $2 }' "$@"
 }
 
 # pss_kib_of_pids PID...
@@ -182,37 +190,22 @@ rss_kib_of_pids() {
 # the fair figure for pre-forked workers. Needs /proc/PID/smaps_rollup (Linux 4.14+) and
 # permission to read it (same user, or root).
 pss_kib_of_pids() {
-    local pid total=0 pss
-    for pid in $(mf_descendants "$@"); do
-        pss=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null)
-        total=$((total + ${pss:-0}))
-    done
-    echo "$total"
+    sum_of_pids smaps_rollup '/^Pss:/ { print $2 }' "$@"
 }
 
 # hwm_kib_of_pids PID...
 # Prints the summed peak resident set size (VmHWM) in KiB of the pids and all their
 # descendants: an upper bound of the peak of their sum, since each peaked on its own.
 hwm_kib_of_pids() {
-    local pid total=0 hwm
-    for pid in $(mf_descendants "$@"); do
-        hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
-        total=$((total + ${hwm:-0}))
-    done
-    echo "$total"
+    sum_of_pids status '/^VmHWM:/ { print $2 }' "$@"
 }
 
 # cpu_ticks_of_pids PID...
 # Prints the user + system CPU time, in clock ticks (getconf CLK_TCK a second), that the pids
 # and their live descendants have used so far. Sample it before and after a run.
 cpu_ticks_of_pids() {
-    local pid total=0 t
-    for pid in $(mf_descendants "$@"); do
-        # Fields 14 and 15 of /proc/PID/stat, counted after the ") " that ends the name.
-        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null)
-        total=$((total + ${t:-0}))
-    done
-    echo "$total"
+    # Fields 14 and 15 of /proc/PID/stat, counted after the ") " that ends the name.
+    sum_of_pids stat '{ sub(/^.*\) /, ""); print $12 + $13 }' "$@"
 }
 
 # free_port [FIRST=19400]
