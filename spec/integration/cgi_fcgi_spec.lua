@@ -4,7 +4,7 @@
 -- no FCGI_KEEP_CONN: the other way web servers talk to us.
 package.path = "spec/support/?.lua;spec/?.lua;" .. package.path
 local process = require "process"
-local http = require "integration.http"
+local http = require "http_client"
 local cjson = require "cjson"
 
 local q = http.quote

@@ -8,7 +8,7 @@
 package.path = "spec/support/?.lua;spec/?.lua;" .. package.path
 local process = require "process"
 local nginx = require "nginx"
-local http = require "integration.http"
+local http = require "http_client"
 local client = require "moonfcgi.client"
 local ffi = require "ffi"
 

@@ -3,7 +3,7 @@
 package.path = "spec/support/?.lua;spec/?.lua;" .. package.path
 local process = require "process"
 local nginx = require "nginx"
-local http = require "integration.http"
+local http = require "http_client"
 local client = require "moonfcgi.client"
 local cjson = require "cjson"
 local ffi = require "ffi"

@@ -42,9 +42,8 @@ local _M = {}
 
 -- Helpers ------------------------------------------------------------------------------------
 
-local function q(s)
-    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local http = require "http_client"
+local q = http.quote
 _M.quote = q
 
 local function readable(path)
@@ -56,21 +55,8 @@ local function readable(path)
     return false
 end
 
-function _M.read_file(path)
-    local f = io_open(path, "rb")
-    if not f then
-        return nil
-    end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-
-function _M.write_file(path, data)
-    local f = assert(io_open(path, "wb"))
-    f:write(data)
-    f:close()
-end
+_M.read_file = http.read_file
+_M.write_file = http.write_file
 
 function _M.is_root()
     return C.mf_servers_geteuid() == 0
@@ -788,92 +774,20 @@ end
 
 -- curl -------------------------------------------------------------------------------------
 
-function _M.have_curl()
-    return os_execute("command -v curl >/dev/null 2>&1") == 0
-end
-
-local function parse_headers(raw)
-    local headers = {}
-    -- With a 100-continue there are several header blocks: keep the last.
-    local last = raw:match(".*\r\n\r\n(HTTP/.-\r\n\r\n)") or raw
-    for name, value in last:gmatch("([^:\r\n]+):[ \t]*([^\r\n]*)\r\n") do
-        local k = name:lower()
-        if headers[k] then
-            headers[k] = headers[k] .. ", " .. value
-        else
-            headers[k] = value
-        end
-    end
-    return headers
-end
-
-local curl_dir
-
--- One request with curl, bounded by --max-time. opts: url, method, body (a string), headers
--- (name to value), user ("name:password" for basic auth), max_time (default 5), args (a
--- list of extra curl arguments, already quoted). Returns { status (0 without a response),
--- headers (lower-case names), body, time, exit (curl's exit status), err }.
-function _M.curl(opts)
-    if not curl_dir then
-        local p = io_popen("mktemp -d /tmp/moonfcgi-curl.XXXXXX")
-        curl_dir = p:read("*l")
-        p:close()
-    end
-    local body_out, head_out, err_out = curl_dir .. "/body", curl_dir .. "/head", curl_dir .. "/err"
-    -- Without LD_PRELOAD: under the ASan suite busted runs with the sanitizer runtimes
-    -- preloaded, and curl hangs with them.
-    local args = { "env -u LD_PRELOAD curl", "-sS", "--max-time", tostring(opts.max_time or 5),
-                   "-o", q(body_out), "-D", q(head_out), "-w", q("%{http_code} %{time_total}") }
-    if opts.method then
-        args[#args + 1] = "-X " .. q(opts.method)
-    end
-    for name, value in pairs(opts.headers or {}) do
-        args[#args + 1] = "-H " .. q(name .. ": " .. value)
-    end
-    if opts.user then
-        args[#args + 1] = "-u " .. q(opts.user)
-    end
-    if opts.body then
-        local f = curl_dir .. "/req"
-        _M.write_file(f, opts.body)
-        args[#args + 1] = "--data-binary @" .. q(f)
-    end
-    for _, a in ipairs(opts.args or {}) do
-        args[#args + 1] = a
-    end
-    args[#args + 1] = q(opts.url)
-    os_remove(body_out)
-    os_remove(head_out)
-    local p = io_popen(concat(args, " ") .. " 2>" .. q(err_out) .. "; echo \" $?\"")
-    local out = p:read("*a")
-    p:close()
-    local status, time, code = out:match("^(%d+) ([%d.]+) +(%d+)")
-    return {
-        status = tonumber(status) or 0,
-        time = tonumber(time),
-        body = _M.read_file(body_out) or "",
-        headers = parse_headers(_M.read_file(head_out) or ""),
-        exit = tonumber(code or out:match("(%d+)%s*$")),
-        err = _M.read_file(err_out) or "",
-    }
-end
-
--- Runs a shell command line under `timeout` (so that it ends within `limit` seconds whatever
--- it does), handing each line of its standard output to fn(line) as it arrives.
-function _M.each_line(cmd, limit, fn)
-    local p = io_popen(format("env -u LD_PRELOAD timeout -s KILL %d sh -c %s", limit, q(cmd)))
-    for line in p:lines() do
-        fn(line)
-    end
-    p:close()
-end
-
+_M.have_curl = http.have_curl
+-- Runs a shell command line under `timeout`, handing each line of its output to fn(line).
+_M.each_line = http.each_line
 -- Removes curl's scratch directory (call from a teardown).
-function _M.cleanup()
-    if curl_dir and curl_dir:match("^/tmp/moonfcgi%-curl%.") then
-        os_execute("rm -rf " .. q(curl_dir))
+_M.cleanup = http.cleanup
+
+-- One request with curl (http_client.request), bounded by --max-time, 5 s unless opts say.
+function _M.curl(opts)
+    local o = {}
+    for k, v in pairs(opts) do
+        o[k] = v
     end
-    curl_dir = nil
+    o.max_time = o.max_time or 5
+    return http.request(o)
 end
 
 -- examples/rest.lua's round trip through the server at `url`: each step's curl result.
@@ -895,6 +809,33 @@ end
 function _M.summary(res)
     require("luassert").equal(200, res.status, res.err .. res.body)
     return _M.parse_summary(res.body)
+end
+
+-- A GET of /things/1?color=red with an X-Interop header through the server at url: the
+-- checks every server passes, then interop_echo's summary and the curl result for the rest.
+function _M.checked_get(url)
+    local assert = require "luassert"
+    local res = _M.curl{ url = url .. "/things/1?color=red", headers = { ["X-Interop"] = "hello" } }
+    local s = _M.summary(res)
+    assert.equal("responder", s.role)
+    assert.equal("GET", s.method)
+    assert.equal("/things/1?color=red", s.uri)
+    assert.equal("color=red", s.params.QUERY_STRING)
+    assert.equal("hello", s.params.HTTP_X_INTEROP)
+    return s, res
+end
+
+-- A POST of a 300 KB body to /upload through the server at url: checks that it arrived
+-- whole, then returns interop_echo's summary and the body.
+function _M.checked_post(url)
+    local assert = require "luassert"
+    local body = ("0123456789abcdef"):rep(300000 / 16)
+    local s = _M.summary(_M.curl{ url = url .. "/upload", method = "POST", body = body,
+                                  headers = { ["Content-Type"] = "application/octet-stream" } })
+    assert.equal("POST", s.method)
+    assert.equal(tostring(#body), s.body_length)
+    assert.equal(body:sub(1, 64), s.body)
+    return s, body
 end
 
 -- Why a server's specs cannot run here (its binary or curl is missing), or nil.

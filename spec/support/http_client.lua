@@ -1,4 +1,4 @@
--- A small HTTP client for the integration specs: curl, run through io.popen, every run bounded
+-- A small HTTP client for the integration specs (servers.lua's curl is this too): curl, run through io.popen, every run bounded
 -- by --max-time. Bodies travel through files in a temp directory, so binary data and
 -- megabytes are fine. curl runs without LD_PRELOAD: under the ASan suite busted has the
 -- sanitizer runtimes preloaded, and they are no business of curl's.
@@ -59,15 +59,19 @@ local function parse_headers(raw)
     local headers = {}
     -- With redirects or 100-continue there may be several header blocks: keep the last.
     local last = raw:match(".*\r\n\r\n(HTTP/.-\r\n\r\n)") or raw
-    for name, value in last:gmatch("([^:\r\n]+):%s*([^\r\n]*)\r\n") do
-        headers[name:lower()] = value
+    for name, value in last:gmatch("([^:\r\n]+):[ \t]*([^\r\n]*)\r\n") do
+        local k = name:lower()
+        -- A repeated header reads as one, its values joined, as HTTP allows.
+        headers[k] = headers[k] and headers[k] .. ", " .. value or value
     end
     return headers
 end
 
 -- One request. opts: method, url, body (a string), body_file (a path), headers (name to
--- value), max_time (seconds, default 30). Returns { status, headers, body, time } where
--- status is 0 when curl got no response (then .exit is curl's exit status).
+-- value), user ("name:password" for basic auth), args (extra curl arguments, already
+-- quoted), max_time (seconds, default 30). Returns { status, headers (lower-case names),
+-- body, time, exit (curl's exit status), err (what curl printed) }; status is 0 when curl
+-- got no response.
 function _M.request(opts)
     local args = { "env -u LD_PRELOAD curl", "-sS", "--max-time", tostring(opts.max_time or 30),
                    "-o", q(scratch("resp.body")), "-D", q(scratch("resp.head")),
@@ -78,6 +82,9 @@ function _M.request(opts)
     for name, value in pairs(opts.headers or {}) do
         args[#args + 1] = "-H " .. q(name .. ": " .. value)
     end
+    if opts.user then
+        args[#args + 1] = "-u " .. q(opts.user)
+    end
     local body_file = opts.body_file
     if opts.body then
         body_file = scratch("req.body")
@@ -86,20 +93,23 @@ function _M.request(opts)
     if body_file then
         args[#args + 1] = "--data-binary @" .. q(body_file)
     end
+    for _, a in ipairs(opts.args or {}) do
+        args[#args + 1] = a
+    end
     args[#args + 1] = q(opts.url)
     os.remove(scratch("resp.body"))
     os.remove(scratch("resp.head"))
     local p = io_popen(concat(args, " ") .. " 2>" .. q(scratch("curl.err")) .. "; echo \" $?\"")
     local out = p:read("*a")
     p:close()
-    local status, time, code = out:match("^(%d+) ([%d.]+) (%d+)")
+    local status, time, code = out:match("^(%d+) ([%d.]+) +(%d+)")
     local res = {
         status = tonumber(status) or 0,
         time = tonumber(time),
         body = _M.read_file(scratch("resp.body")) or "",
         headers = parse_headers(_M.read_file(scratch("resp.head")) or ""),
-        exit = tonumber(code),
-        err = _M.read_file(scratch("curl.err")),
+        exit = tonumber(code or out:match("(%d+)%s*$")),
+        err = _M.read_file(scratch("curl.err")) or "",
     }
     return res
 end
