@@ -40,27 +40,16 @@ describe("Caddy in front of moonfcgi", function()
         end)
 
         it("passes a GET with its query string and headers through", function()
-            local s = summary(servers.curl{ url = srv.url .. "/things/1?color=red",
-                                            headers = { ["X-Interop"] = "hello" } })
-            assert.equal("responder", s.role)
+            local s = servers.checked_get(srv.url)
             assert.equal("1", s.id)
             assert.equal("false", s.keep_conn)
-            assert.equal("GET", s.method)
-            assert.equal("/things/1?color=red", s.uri)
-            assert.equal("color=red", s.params.QUERY_STRING)
-            assert.equal("hello", s.params.HTTP_X_INTEROP)
             -- Without a split extension, the whole path is PATH_INFO.
             assert.equal("/things/1", s.params.PATH_INFO)
         end)
 
         it("passes a POST body of 300 KB through intact", function()
-            local body = ("0123456789abcdef"):rep(300000 / 16)
-            local s = summary(servers.curl{ url = srv.url .. "/upload", method = "POST",
-                body = body, headers = { ["Content-Type"] = "application/octet-stream" } })
-            assert.equal("POST", s.method)
-            assert.equal(tostring(#body), s.body_length)
+            local s, body = servers.checked_post(srv.url)
             assert.equal(tostring(#body), s.params.CONTENT_LENGTH)
-            assert.equal(body:sub(1, 64), s.body)
         end)
 
         it("passes the app's status and headers through", function()
