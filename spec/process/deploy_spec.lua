@@ -58,18 +58,25 @@ local function stat(path)
     return s
 end
 
-describe("the listening socket", function()
-    local dir, procs
+-- A fresh folder (t.dir) for each test of the describe block it is called in, and the
+-- processes the test started (t.procs), cleaned up after it.
+local function scratch()
+    local t = {}
     before_each(function()
-        dir = H.tmpdir()
-        procs = {}
+        t.dir = H.tmpdir()
+        t.procs = {}
     end)
     after_each(function()
-        for _, p in ipairs(procs) do
+        for _, p in ipairs(t.procs) do
             p:cleanup()
         end
-        H.rmtree(dir)
+        H.rmtree(t.dir)
     end)
+    return t
+end
+
+describe("the listening socket", function()
+    local t = scratch()
 
     it("is taken from fd 0 when fd 0 is a listening socket (FCGI_LISTENSOCK_FILENO)",
         function()
@@ -77,7 +84,7 @@ describe("the listening socket", function()
         local p = assert(process.spawn({ BIN, "--workers", "2", APP },
             { stdin_fd = fd, env = CHILD_ENV }))
         H.close_fd(fd)
-        procs[#procs + 1] = p
+        t.procs[#t.procs + 1] = p
         serves(addr, p)
         assert.matches("listening: fd 0", p:output())
         assert.equal(0, p:stop())
@@ -91,7 +98,7 @@ describe("the listening socket", function()
         local port = process.free_port()
         local p = assert(process.spawn({ "spawn-fcgi", "-n", "-a", "127.0.0.1", "-p",
             tostring(port), "--", BIN, "--workers", "2", APP }, { env = CHILD_ENV }))
-        procs[#procs + 1] = p
+        t.procs[#t.procs + 1] = p
         local addr = "127.0.0.1:" .. port
         serves(addr, p)
         -- spawn-fcgi -n execs moonfcgi in its own process: the pid we hold is the master.
@@ -108,9 +115,9 @@ describe("the listening socket", function()
             return
         end
         -- cgi-fcgi starts APP without arguments: a script supplies them.
-        local script = dir .. "/run.sh"
+        local script = t.dir .. "/run.sh"
         H.write(script, ("#!/bin/sh\nexec %s --workers 2 --pid-file %s %s\n"):format(
-            H.shell_quote(BIN), H.shell_quote(dir .. "/pid"), H.shell_quote(absolute(APP))))
+            H.shell_quote(BIN), H.shell_quote(t.dir .. "/pid"), H.shell_quote(absolute(APP))))
         os.execute("chmod 755 " .. H.shell_quote(script))
         local port = process.free_port()
         -- moonfcgi outlives cgi-fcgi; as subreaper we get it as our child, to stop and reap.
@@ -120,14 +127,14 @@ describe("the listening socket", function()
         end)
         local spawner = assert(process.spawn({ "cgi-fcgi", "-start", "-connect",
             "127.0.0.1:" .. port, script }, { env = CHILD_ENV }))
-        procs[#procs + 1] = spawner
+        t.procs[#t.procs + 1] = spawner
         assert.equal(0, spawner:wait(10), spawner:output())
         local pid = tonumber(H.wait_for(function()
-            return H.read(dir .. "/pid")
+            return H.read(t.dir .. "/pid")
         end, 5))
         assert.is_number(pid)
         local daemon = setmetatable({ pid = pid, log = spawner.log }, getmetatable(spawner))
-        procs[#procs + 1] = daemon
+        t.procs[#t.procs + 1] = daemon
         -- Its log is not ours to read: both workers answering shows both are up.
         local seen, n = {}, 0
         H.wait_for(function()
@@ -140,7 +147,7 @@ describe("the listening socket", function()
         assert.equal(2, n)
         assert.equal(2, #H.children(pid))
         assert.equal(0, daemon:stop())
-        assert.is_nil(H.read(dir .. "/pid"))
+        assert.is_nil(H.read(t.dir .. "/pid"))
     end)
 
     it("is taken from systemd socket activation (LISTEN_PID/LISTEN_FDS, fd 3), and the "
@@ -148,7 +155,7 @@ describe("the listening socket", function()
         local fd, addr = H.listen_tcp()
         local p = socket_activated({ BIN, "--workers", "2", APP }, { fd = fd })
         H.close_fd(fd)
-        procs[#procs + 1] = p
+        t.procs[#t.procs + 1] = p
         local _, res = serves(addr, p, { REQUEST_URI = "/", ENV = "LISTEN_PID" })
         assert.matches("listening: systemd", p:output())
         assert.equal("unset", res.headers["x-env"])
@@ -166,7 +173,7 @@ describe("the listening socket", function()
         local addr = "127.0.0.1:" .. port
         local p = assert(process.spawn({ "systemd-socket-activate", "-l", addr, BIN,
             "--workers", "2", APP }, { env = CHILD_ENV }))
-        procs[#procs + 1] = p
+        t.procs[#t.procs + 1] = p
         -- It execs moonfcgi when the first connection comes; that one is served too.
         serves(addr, p)
         assert.matches("listening: systemd", p:output())
@@ -175,27 +182,17 @@ describe("the listening socket", function()
 end)
 
 describe("--user", function()
-    local dir, procs
-    before_each(function()
-        dir = H.tmpdir()
-        procs = {}
-    end)
-    after_each(function()
-        for _, p in ipairs(procs) do
-            p:cleanup()
-        end
-        H.rmtree(dir)
-    end)
+    local t = scratch()
 
     it("runs the master and the workers as that user after binding", function()
         if not is_root() then
             pending("needs root")
             return
         end
-        local app = dir .. "/app.lua"
+        local app = t.dir .. "/app.lua"
         H.write(app, assert(H.read(APP)))
         local p = H.start(app, { args = { "--user", "nobody" } })
-        procs[#procs + 1] = p
+        t.procs[#t.procs + 1] = p
         local pid = serves(p.addr, p)
         local nobody = tonumber(io.popen("id -u nobody"):read("*l"))
         local workers = H.children(p.pid)
@@ -217,12 +214,12 @@ describe("--user", function()
             pending("needs root")
             return
         end
-        local app = dir .. "/app.lua"
+        local app = t.dir .. "/app.lua"
         H.write(app, assert(H.read(APP)))
-        local sock = dir .. "/app.sock"
+        local sock = t.dir .. "/app.sock"
         local args = { "--user", "nobody:nogroup", "--socket-mode", "0660" }
         local p = H.start(app, { args = args, listen = "unix:" .. sock })
-        procs[#procs + 1] = p
+        t.procs[#t.procs + 1] = p
         serves("unix:" .. sock, p)
         local nobody = io.popen("id -u nobody"):read("*l")
         local nogroup = io.popen("getent group nogroup | cut -d: -f3"):read("*l")
@@ -231,7 +228,7 @@ describe("--user", function()
         -- A socket file left in a folder the user cannot write is stale, and the next start
         -- replaces it.
         local again = H.start(app, { args = args, listen = "unix:" .. sock })
-        procs[#procs + 1] = again
+        t.procs[#t.procs + 1] = again
         serves("unix:" .. sock, again)
         assert.equal(0, again:stop())
     end)
@@ -242,13 +239,13 @@ describe("--user", function()
             pending("needs root")
             return
         end
-        local app = dir .. "/app.lua"
+        local app = t.dir .. "/app.lua"
         H.write(app, assert(H.read(APP)))
-        local pidfile = dir .. "/moonfcgi.pid" -- dir is root's, mode 755
+        local pidfile = t.dir .. "/moonfcgi.pid" -- the folder is root's, mode 755
         local port = process.free_port()
         local p = assert(process.spawn({ BIN, "--workers", "1", "--user", "nobody",
             "--listen", "127.0.0.1:" .. port, "--pid-file", pidfile, app }, { env = CHILD_ENV }))
-        procs[#procs + 1] = p
+        t.procs[#t.procs + 1] = p
         local ok, err = process.wait_connectable("127.0.0.1:" .. port, 10, p)
         assert.truthy(ok, err)
         assert.equal(tostring(p.pid), (H.read(pidfile) or ""):match("%d+"))
