@@ -198,22 +198,8 @@ describe("FCGI_UNKNOWN_ROLE", function()
     end)
 end)
 
-describe("FCGI_UNKNOWN_ROLE with the moonfcgi binary", function()
-    it("warns in the host log when an authorizer request reaches an app without one", function()
-        local p = assert(process.moonfcgi("spec/protocol/apps/responder_only.lua",
-                                          { args = { "--workers", "1" } }))
-        finally(function() p:cleanup() end)
-        local conn = assert(client.connect(p.addr, { timeout = 5 }))
-        local res = assert(conn:request{ role = "authorizer", params = {}, stdin = "" })
-        conn:close()
-        assert.equal(0, p:stop())
-        local log = p:output()
-        p:cleanup()
-        assert.equal("unknown_role", res.protocol_status)
-        assert.matches("authorize", log)
-        assert.matches("[Ww][Aa][Rr][Nn]", log)
-    end)
-end)
+-- FCGI_UNKNOWN_ROLE from the moonfcgi binary, with its warning in the host log: the lighttpd
+-- entry of known_failures_spec.lua.
 
 describe("FCGI_OVERLOADED", function()
     local app, S
