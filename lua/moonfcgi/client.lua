@@ -141,6 +141,21 @@ local function poll_fd(fd, events, deadline, idle)
   end
 end
 
+-- poll_fd for a connection: its revents, or nil, "timeout", "closed" or the poll error.
+local function wait_ready(self, events, deadline)
+  local revents, err = poll_fd(self.fd, events, deadline, self.idle)
+  if not revents then
+    return nil, err
+  end
+  if revents == 0 then
+    return nil, "timeout"
+  end
+  if band(revents, POLLNVAL) ~= 0 then
+    return nil, "closed"
+  end
+  return revents
+end
+
 local function set_nonblocking(fd)
   local flags = C.mf_client_fcntl(fd, F_GETFL)
   if flags < 0 then
@@ -409,15 +424,9 @@ local function fill(self, deadline)
     return nil, err
   end
   local revents
-  revents, err = poll_fd(self.fd, POLLIN, deadline, self.idle)
+  revents, err = wait_ready(self, POLLIN, deadline)
   if not revents then
     return nil, err
-  end
-  if revents == 0 then
-    return nil, "timeout"
-  end
-  if band(revents, POLLNVAL) ~= 0 then
-    return nil, "closed"
   end
   ok, err = read_some(self)
   if ok then
@@ -477,15 +486,9 @@ local function write_all(self, data, deadline)
         if not self.eof and not self.err then
           events = bor(events, POLLIN)
         end
-        local revents, err = poll_fd(self.fd, events, deadline, self.idle)
+        local revents, err = wait_ready(self, events, deadline)
         if not revents then
           return nil, err
-        end
-        if revents == 0 then
-          return nil, "timeout"
-        end
-        if band(revents, POLLNVAL) ~= 0 then
-          return nil, "closed"
         end
         if band(revents, bor(POLLIN, POLLHUP, POLLERR)) ~= 0 and not self.eof
             and not self.err then

@@ -20,6 +20,11 @@ local ERRORS = {
     [tonumber(C.MF_NO_MEMORY)] = "out of memory",
 }
 
+-- The nil, message answer of a call C refused with rc.
+local function failed(rc)
+    return nil, ERRORS[rc] or "error " .. rc
+end
+
 local _M = {}
 
 -- Out-parameters, reused by every call (the worker runs one coroutine at a time).
@@ -147,7 +152,7 @@ local function read(self, stream, n, fname)
         elseif rc == WAIT then
             wait()
         else
-            return nil, ERRORS[rc] or "error " .. rc
+            return failed(rc)
         end
     end
 end
@@ -170,7 +175,7 @@ local function whole(self, stream, fname, key)
         elseif rc == WAIT then
             wait()
         else
-            return nil, ERRORS[rc] or "error " .. rc
+            return failed(rc)
         end
     end
 end
@@ -278,7 +283,7 @@ local function written(rc)
     if rc == BAD_STATE then
         error("raw_write cannot be mixed with set_status, set_header or write", 3)
     end
-    return nil, ERRORS[rc] or "error " .. rc
+    return failed(rc)
 end
 
 -- Queues one value; returns what C answered. Error levels: 1 is this function, 2 write(),
@@ -331,7 +336,7 @@ local function write(self, fn, fname, n, v1, ...)
         if rc == OK then
             break
         elseif rc ~= WAIT then
-            return nil, ERRORS[rc] or "error " .. rc
+            return failed(rc)
         end
     end
     return true
@@ -354,7 +359,7 @@ function methods.flush(self)
         elseif rc == WAIT then
             wait()
         else
-            return nil, ERRORS[rc] or "error " .. rc
+            return failed(rc)
         end
     end
 end
@@ -369,7 +374,7 @@ function methods.log(self, ...)
     local line = concat(parts, " ", 1, n) .. "\n"
     local rc = C.mf_ffi_req_stderr(r, line, #line)
     if rc ~= OK then
-        return nil, ERRORS[rc] or "error " .. rc
+        return failed(rc)
     end
     return true
 end
