@@ -31,7 +31,9 @@ struct mf_listener {
     mf_worker_t *w;
     struct event retry;
     int is_tcp;
-    char *allow; /* comma-separated addresses, or NULL for all */
+    char *allow;        /* comma-separated addresses, or NULL for all */
+    int idle_deferrals; /* connections left to an idle worker in a row (should_defer) */
+    uint32_t coin;      /* xorshift state for the idle hand-over's coin */
     mf_listener_t *next;
 };
 
@@ -279,20 +281,27 @@ static void take(mf_listener_t *ls, int fd, const struct sockaddr *sa)
     }
     if (ls->is_tcp)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (mf_conn_new(w, fd))
+    if (mf_conn_new(w, fd)) {
         w->accepted++;
+        if (w->slot)
+            w->slot->last_accept = mf_status_clock();
+    }
 }
 
 /*
  * Workers share the listening socket, and the kernel wakes them all for a connection: the
- * first to run takes it, and under load that is the same worker again and again. A worker
- * with more connections than the least loaded live worker (plus one) lets this one go to
- * the others.
+ * first to run takes it, and that is often the same worker again and again. Returns
+ * DEFER_LOAD when this worker has more connections than the least loaded live worker (plus
+ * one), DEFER_IDLE when a live worker with no connection and no request has waited longer
+ * since its last accept than this one, else 0.
  */
+enum { DEFER_LOAD = 1, DEFER_IDLE = 2 };
+
 static int should_defer(mf_worker_t *w)
 {
     double now;
     uint32_t least = UINT32_MAX;
+    int idle_waits_longer = 0;
 
     if (!w->shared || w->shared->nslots < 2)
         return 0;
@@ -304,8 +313,24 @@ static int should_defer(mf_worker_t *w)
             continue;
         if (s->conns < least)
             least = s->conns;
+        if (s->conns == 0 && s->in_flight == 0 && s->last_accept < w->slot->last_accept)
+            idle_waits_longer = 1;
     }
-    return least != UINT32_MAX && w->nconns > least + 1;
+    if (least != UINT32_MAX && w->nconns > least + 1)
+        return DEFER_LOAD;
+    return idle_waits_longer ? DEFER_IDLE : 0;
+}
+
+/* A fair coin from a per-listener xorshift generator. */
+static int coin(mf_listener_t *ls)
+{
+    uint32_t x = ls->coin ? ls->coin : (uint32_t)getpid() * 2654435761u | 1u;
+
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    ls->coin = x;
+    return (int)(x >> 31);
 }
 
 static void pause_accepting(mf_listener_t *ls, long usec)
@@ -322,10 +347,25 @@ static void on_acceptable(evutil_socket_t lfd, short what, void *arg)
     mf_worker_t *w = ls->w;
 
     (void)what;
-    if (should_defer(w)) {
-        pause_accepting(ls, 2000);
-        return;
+    switch (should_defer(w)) {
+    case DEFER_LOAD: pause_accepting(ls, 2000); return;
+    case DEFER_IDLE:
+        /*
+         * Half the time, and at most three times in a row (about 6 ms: the idle worker may
+         * be in a long handler whose client left): connections opened one after another then
+         * spread over the workers without falling into a fixed pattern, which strict turns
+         * would (a health check's connection between two requests would always send the
+         * requests to the same worker).
+         */
+        if (ls->idle_deferrals < 3 && coin(ls)) {
+            ls->idle_deferrals++;
+            pause_accepting(ls, 2000);
+            return;
+        }
+        break;
+    default: break;
     }
+    ls->idle_deferrals = 0;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;

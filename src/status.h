@@ -16,6 +16,7 @@ typedef struct mf_worker_slot {
     volatile double started;
     volatile uint64_t served;
     volatile uint64_t accepted;
+    volatile double last_accept; /* CLOCK_MONOTONIC seconds of the last accept, 0 if none */
     volatile uint32_t in_flight;
     volatile uint32_t conns;
     volatile uint64_t rss_kib;
