@@ -349,6 +349,29 @@ nginx_start() {
     fi
 }
 
+# redis_start ADDR RUNDIR [KEYS=1000]
+# Starts redis-server in the foreground on ADDR (127.0.0.1:PORT), no persistence, and fills
+# KEYS keys "key:1".. with 100-byte values. Sets REDIS_PID (also in MF_BG_PIDS).
+redis_start() {
+    local addr=$1 rundir=$2 keys=${3:-1000} port=${1##*:} i
+    command -v redis-server >/dev/null 2>&1 || { mf_log "redis-server not found (apt-get install redis-server)"; return 1; }
+    mkdir -p "$rundir" || return 1
+    start_bg "$rundir/redis.log" redis-server --bind 127.0.0.1 --port "$port" --save '' \
+        --appendonly no --dir "$rundir" --maxclients 20000
+    REDIS_PID=$BG_PID
+    wait_port "$addr" 10 "$REDIS_PID" || { stop_pid "$REDIS_PID" 5; return 1; }
+    for ((i = 1; i <= keys; i++)); do
+        printf 'SET key:%d %0100d\n' "$i" "$i"
+    done | redis-cli -h 127.0.0.1 -p "$port" >/dev/null || return 1
+}
+
+# upstream_start ADDR DELAY_MS LOG: bench/upstream.c's mf-upstream. Sets UPSTREAM_PID.
+upstream_start() {
+    start_bg "$3" "$MF_BENCH_BIN_DIR/mf-upstream" --listen "$1" --delay-ms "$2"
+    UPSTREAM_PID=$BG_PID
+    wait_port "$1" 10 "$UPSTREAM_PID" || { stop_pid "$UPSTREAM_PID" 5; return 1; }
+}
+
 # OpenResty from Debian's packages, unpacked and never installed: installing
 # libnginx-mod-http-lua pulls in OpenResty's luajit2, which replaces Debian's LuaJIT that
 # moonfcgi is built against. The packages are fetched once into MF_OPENRESTY_DIR.

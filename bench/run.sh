@@ -19,7 +19,7 @@ set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
-ALL_WORKLOADS=(hello nginx noconn body64k upload stream mpx idle sleep json)
+ALL_WORKLOADS=(hello nginx noconn body64k upload stream mpx idle sleep json redis-get upstream-wait)
 
 usage() {
     cat <<EOF
@@ -41,6 +41,10 @@ workloads (default: all, in this order):
   sleep    moonfcgi.sleep(0.01) in 2,000 concurrent requests (-c 200 -m 10)
   json     50 records encoded with lua-cjson per request (apps/json.lua): moonfcgi direct
            and behind nginx, OpenResty running the same Lua (wrk), PHP-FPM json_encode
+  redis-get  GET one of 1,000 keys from redis-server through lua-resty-redis with a pool,
+           on moonfcgi and OpenResty (the same module), PHP-FPM with php-redis
+  upstream-wait  10,000 requests in flight, each waiting 50 ms on its own upstream socket
+           (mf-upstream): req/s, p99 and the peak memory of all server processes
 
 options:
   --quick           about a second per workload, moonfcgi and the ceiling only
@@ -446,10 +450,11 @@ through_nginx() {
     stop_pid "$SRV_PID" 5
 }
 
-# http_direct W S DURATION [PATH]: an HTTP server (SRV_CMD: OpenResty), wrk straight at it.
-# Its CPU per request is what compares with moonfcgi's own, whatever speaks to each.
+# http_direct W S DURATION [PATH [CONNS]]: an HTTP server (SRV_CMD: OpenResty), wrk (-c
+# CONNS, default 50) straight at it. Its CPU per request is what compares with moonfcgi's
+# own, whatever speaks to each.
 http_direct() {
-    local w=$1 s=$2 d=$3 path=${4:-/} t0 t1 c0 c1 ns0 ns1 ok=1
+    local w=$1 s=$2 d=$3 path=${4:-/} conns=${5:-50} t0 t1 c0 c1 ns0 ns1 ok=1 threads=1
     LG_RPS='' LG_BYTES_PER_S='' LG_P50_US='' LG_P99_US='' LG_MAX_US='' LG_ERRORS='' LG_CPU_PCT=''
     SRV_CPU_PCT='' SRV_MEM_KIB='' RUN_NOTE='' OTHER_CPU_PCT='' SRV_US_REQ=''
     next_addr
@@ -458,12 +463,13 @@ http_direct() {
         record "$w" "$s" 0
         return
     fi
-    run_wrk -t1 -c50 -d"${WARMUP}s" "http://$ADDR$path" >/dev/null 2>&1
+    [ "$conns" -gt 1000 ] && threads=2
+    run_wrk -t$threads -c"$conns" -d"${WARMUP}s" "http://$ADDR$path" >/dev/null 2>&1
     printf '\n### %s / %s: wrk\n' "$w" "$s" >>"$MF_LOADGEN_LOG"
     t0=$(cpu_ticks_of_pids "$SRV_PID")
     c0=$(cpu_ns_of_pids "$SRV_PID")
     ns0=$(now_ns)
-    run_wrk -t1 -c50 -d"${d}s" "http://$ADDR$path" >/dev/null || ok=0
+    run_wrk -t$threads -c"$conns" -d"${d}s" --timeout 10s "http://$ADDR$path" >/dev/null || ok=0
     ns1=$(now_ns)
     c1=$(cpu_ns_of_pids "$SRV_PID")
     t1=$(cpu_ticks_of_pids "$SRV_PID")
@@ -673,6 +679,61 @@ if want json; then
     fi
 fi
 
+if want redis-get; then
+    mf_log "workload redis-get: GET one of 1,000 keys through lua-resty-redis, pooled"
+    if [ "$HAVE_OPENRESTY" = 1 ] && command -v redis-server >/dev/null 2>&1; then
+        next_addr
+        REDIS_ADDR=$ADDR
+        if redis_start "$REDIS_ADDR" "$RUN_DIR/redis"; then
+            export MF_RESTY_LUA=$MF_OPENRESTY_DIR/root/usr/share/lua/5.1
+            q="/?port=${REDIS_ADDR##*:}"
+            for ((round = 1; round <= ROUNDS; round++)); do
+                SRV_CMD=("${MF_ONE[@]}" "$APPS/redis.lua")
+                direct redis-get moonfcgi -c 50 -d "$D_ROUND" --strict --uri "$q"
+                SRV_CMD=(openresty "$HERE/openresty/redis.lua" "$APPS/?.lua")
+                http_direct redis-get openresty "$D_ROUND" "$q"
+            done
+            if [ "$HAVE_NGINX" = 1 ]; then
+                SRV_CMD=("${MF_ONE[@]}" "$APPS/redis.lua")
+                through_nginx redis-get moonfcgi "$D" "$q"
+            fi
+            if [ "$HAVE_PHP" = 1 ] && php -m 2>/dev/null | grep -qx redis; then
+                SRV_CMD=(php-fpm)
+                direct redis-get php-fpm -c 8 -d "$D" --document-root "$HERE/peers" \
+                    --uri "/redis.php$q"
+            else
+                note "redis-get: PHP-FPM peer skipped (apt-get install php-fpm php-redis)"
+            fi
+            stop_pid "$REDIS_PID" 5
+        else
+            note "redis-get skipped: redis-server did not start (see $RUN_DIR/redis)"
+        fi
+    else
+        note "redis-get skipped: needs redis-server and OpenResty's packages"
+    fi
+fi
+
+if want upstream-wait; then
+    mf_log "workload upstream-wait: 10,000 requests in flight, each waiting 50 ms upstream"
+    next_addr
+    UP_ADDR=$ADDR
+    if upstream_start "$UP_ADDR" 50 "$RUN_DIR/upstream.log"; then
+        q="/?port=${UP_ADDR##*:}"
+        MEM_MODE=hwm
+        SRV_CMD=("$MOONFCGI" --workers 1 --log-level warn --max-conns 20000 --max-reqs 20000
+            --max-sockets 20000 "$APPS/upstream_wait.lua")
+        direct upstream-wait moonfcgi -c 1000 -m 10 -d "$D" --timeout 30 --strict --uri "$q"
+        if [ "$HAVE_OPENRESTY" = 1 ]; then
+            SRV_CMD=(openresty "$HERE/openresty/upstream_wait.lua" "$APPS/?.lua")
+            http_direct upstream-wait openresty "$D" "$q" 10000
+        fi
+        MEM_MODE=rss
+        stop_pid "$UPSTREAM_PID" 5
+    else
+        note "upstream-wait skipped: mf-upstream did not start"
+    fi
+fi
+
 # ---- the report ----
 
 finish_rows
@@ -809,6 +870,14 @@ target json_cpu_vs_openresty "json, server CPU per request, moonfcgi ÷ OpenRest
     "$(ratio "${R_USREQ[json/moonfcgi]:-}" "${R_USREQ[json/openresty]:-}")" "<" 1.1 "" "$(mfok json/moonfcgi)"
 target json_vs_php_fpm "json, moonfcgi ÷ PHP-FPM (req/s)" \
     "$(ratio "${R_RPS[json/moonfcgi]:-}" "${R_RPS[json/php-fpm]:-}")" ">=" 3 "" "$(mfok json/moonfcgi)"
+target redis_cpu_vs_openresty "redis-get, server CPU per request, moonfcgi ÷ OpenResty (lower is better)" \
+    "$(ratio "${R_USREQ[redis-get/moonfcgi]:-}" "${R_USREQ[redis-get/openresty]:-}")" "<" 1.1 "" "$(mfok redis-get/moonfcgi)"
+target redis_vs_php_fpm "redis-get, moonfcgi ÷ PHP-FPM (req/s)" \
+    "$(ratio "${R_RPS[redis-get/moonfcgi]:-}" "${R_RPS[redis-get/php-fpm]:-}")" ">=" 4 "" "$(mfok redis-get/moonfcgi)"
+target upstream_wait_mem "10,000 requests waiting upstream, peak memory of all moonfcgi processes" \
+    "$(mib upstream-wait/moonfcgi)" "<" 64 " MiB" "$(mfok upstream-wait/moonfcgi)"
+target upstream_wait_p99 "10,000 requests waiting 50 ms upstream, p99 ÷ 50 ms" \
+    "$(ratio "${R_P99[upstream-wait/moonfcgi]:-}" 50000)" "<" 1.2 "" "$(mfok upstream-wait/moonfcgi)"
 target upload_vs_ceiling "1 MiB uploads, moonfcgi ÷ ceiling (bytes/s)" \
     "$(ratio "${R_RPS[upload/moonfcgi]:-}" "${R_RPS[upload/ceiling]:-}")" ">=" 0.9 "" "$(mfok upload/moonfcgi)"
 target idle_rss "$IDLE_CONNS idle connections, RSS of all moonfcgi processes" \
