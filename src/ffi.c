@@ -53,6 +53,11 @@ mf_worker_t *mf_ffi_worker_new(const mf_ffi_options_t *opts)
     return mf_worker_new(&cfg, 1);
 }
 
+void mf_ffi_worker_close(mf_worker_t *w)
+{
+    mf_worker_close(w);
+}
+
 void mf_ffi_worker_free(mf_worker_t *w)
 {
     mf_worker_free(w);

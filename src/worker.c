@@ -192,16 +192,21 @@ void mf__worker_conn_closed(mf_worker_t *w)
     }
 }
 
-void mf_worker_free(mf_worker_t *w)
+void mf_worker_close(mf_worker_t *w)
 {
-    if (!w)
-        return;
     mf_listener_close_all(w);
     while (w->conns)
         mf_conn_destroy(w->conns);
     /* Requests still owned by Lua are not freed by their connection: end them here. */
     while (w->reqs)
         mf_request_finish(w->reqs, 0, MF_FINISH_OK);
+}
+
+void mf_worker_free(mf_worker_t *w)
+{
+    if (!w)
+        return;
+    mf_worker_close(w);
     mf__request_pool_free(w);
     while (w->refs) {
         mf_ref_t *ref = w->refs;

@@ -109,6 +109,9 @@ struct mf_worker {
 
 /* Creates a worker with its own event base; NULL on failure. */
 mf_worker_t *mf_worker_new(const mf_config_t *cfg, int number);
+/* Ends every listener, connection and request. The blocks their output referenced are then
+ * in the released list (mf_ffi_worker_released): Lua can unpin them before the free. */
+void mf_worker_close(mf_worker_t *w);
 void mf_worker_free(mf_worker_t *w);
 
 /* The worker of this process (the moonfcgi binary has exactly one per process). */

@@ -59,6 +59,7 @@ const char *mf_ffi_version(void);
 
 mf_worker_t *mf_ffi_worker_current(void);
 mf_worker_t *mf_ffi_worker_new(const mf_ffi_options_t *opts);
+void mf_ffi_worker_close(mf_worker_t *w);
 void mf_ffi_worker_free(mf_worker_t *w);
 int mf_ffi_worker_pair(mf_worker_t *w, int *client_fd);
 int mf_ffi_worker_poll(mf_worker_t *w, int timeout_ms, mf_event_t **events);

@@ -186,7 +186,17 @@ function _M.new(w)
     return rt
 end
 
+-- Called once the worker's connections and requests are gone (mf_ffi_worker_close), before
+-- the worker is freed: request objects a spec kept stop pointing into the worker (their
+-- methods raise "the request has ended"), and the strings the freed output referenced are
+-- unpinned.
 function Runtime:close()
+    for _, req in pairs(self.reqs) do
+        req._r = nil
+    end
+    self.reqs, self.cos, self.waits, self.serials = {}, {}, {}, {}
+    self.sleep_timer, self.sleep_token, self.sleepers = {}, {}, {}
+    self:unpin()
     for i, rt in ipairs(_M.runtimes) do
         if rt == self then
             table.remove(_M.runtimes, i)

@@ -41,6 +41,7 @@ function _M.load(path, opts)
     local rt = runtime.new(w)
     local ok, err = rt:load(path)
     if not ok then
+        C.mf_ffi_worker_close(w)
         rt:close()
         C.mf_ffi_worker_free(w)
         error(err, 2)
@@ -133,6 +134,9 @@ function App:close()
         self.conn = nil
     end
     if self.w then
+        -- In this order: the core ends what it holds, Lua lets go of what pointed into it,
+        -- then the memory goes.
+        C.mf_ffi_worker_close(self.w)
         self.rt:close()
         C.mf_ffi_worker_free(self.w)
         self.w = nil
