@@ -10,7 +10,7 @@
 
 const char mf_config_usage[] =
     "usage: moonfcgi [OPTIONS] APP.lua     serve APP.lua over FastCGI\n"
-    "       moonfcgi --check APP.lua       load and compile APP.lua, exit 0 or 1\n"
+    "       moonfcgi --check APP.lua       load APP.lua as a reload would, exit 0 or 1\n"
     "       moonfcgi --help | --version\n"
     "\n"
     "options:\n"
@@ -24,6 +24,9 @@ const char mf_config_usage[] =
     "  --timeout SECONDS      wall time of one handler (default 60)\n"
     "  --idle-timeout SECONDS idle connection lifetime (default 60)\n"
     "  --read-timeout SECONDS wait for params and for req:read() (default 30)\n"
+    "  --check-timeout SECONDS\n"
+    "                         how long the app's top level may run when a start, a reload\n"
+    "                         or --check checks it (default 10)\n"
     "  --allow ADDR,...       TCP peers allowed to connect (also FCGI_WEB_SERVER_ADDRS)\n"
     "  --socket-mode MODE     permissions of a unix socket (default 0660)\n"
     "  --user USER[:GROUP]    drop privileges after binding\n"
@@ -44,6 +47,7 @@ void mf_config_defaults(mf_config_t *cfg)
     cfg->timeout = 60;
     cfg->idle_timeout = 60;
     cfg->read_timeout = 30;
+    cfg->check_timeout = 10;
     cfg->socket_mode = 0660;
     cfg->log_level = MF_LOG_INFO;
 }
@@ -118,13 +122,14 @@ enum {
     OPT_USER,
     OPT_LOG_LEVEL,
     OPT_PID_FILE,
+    OPT_CHECK_TIMEOUT,
     OPT_COUNT
 };
 
 static const char *const value_opts[OPT_COUNT] = {
     "--listen",      "--workers", "--max-conns",    "--max-reqs",     "--max-params",
     "--max-body",    "--timeout", "--idle-timeout", "--read-timeout", "--allow",
-    "--socket-mode", "--user",    "--log-level",    "--pid-file",
+    "--socket-mode", "--user",    "--log-level",    "--pid-file",     "--check-timeout",
 };
 
 static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t errlen)
@@ -153,6 +158,7 @@ static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t
     case OPT_TIMEOUT: ok = parse_seconds(v, &cfg->timeout) == 0; break;
     case OPT_IDLE_TIMEOUT: ok = parse_seconds(v, &cfg->idle_timeout) == 0; break;
     case OPT_READ_TIMEOUT: ok = parse_seconds(v, &cfg->read_timeout) == 0; break;
+    case OPT_CHECK_TIMEOUT: ok = parse_seconds(v, &cfg->check_timeout) == 0; break;
     case OPT_ALLOW:
         ok = *v != '\0';
         cfg->allow = v;

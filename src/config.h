@@ -17,7 +17,8 @@ typedef struct mf_config {
     double timeout;
     double idle_timeout;
     double read_timeout;
-    const char *allow; /* --allow, comma-separated, or NULL */
+    double check_timeout; /* how long the app's top level may run in a check */
+    const char *allow;    /* --allow, comma-separated, or NULL */
     unsigned socket_mode;
     const char *user;
     const char *pid_file;

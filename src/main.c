@@ -1,6 +1,7 @@
 /*
  * moonfcgi: the command line (api.md section 1).
  */
+#include "check.h"
 #include "config.h"
 #include "listener.h"
 #include "log.h"
@@ -39,8 +40,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "moonfcgi: app file '%s' not found or not a regular file\n", cfg.app_path);
         return 2;
     }
-    if (cfg.check)
-        return mf_vm_check(cfg.app_path);
+    if (cfg.check) {
+        /* The same check as a reload's: the app's top level runs in a child process. */
+        char msg[4096], *snapshot;
+        size_t len;
+        if (mf_check_run(cfg.app_path, cfg.check_timeout, &snapshot, &len, msg, sizeof msg)) {
+            fprintf(stderr, "%s\n", msg);
+            return 1;
+        }
+        free(snapshot);
+        printf("%s: ok\n", cfg.app_path);
+        return 0;
+    }
     if (!cfg.allow)
         cfg.allow = getenv("FCGI_WEB_SERVER_ADDRS");
     /* A web server that goes away must not kill us on the next write. */

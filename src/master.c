@@ -6,8 +6,10 @@
  * master throughout, so connections wait in the backlog instead of being refused.
  */
 #include "master.h"
+#include "check.h"
 #include "listener.h"
 #include "log.h"
+#include "snapshot.h"
 #include "status.h"
 #include "vm.h"
 #include "watch.h"
@@ -21,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -54,7 +55,10 @@ typedef struct master {
     double stop_deadline;
     int exit_status;
     mf_watch_t *watch;
-    int snapshot_fd; /* the checked code, shared with the workers (memfd) */
+    mf_snapshot_pub_t snap; /* the last version that passed its check, for the workers */
+    mf_check_t *check;      /* the check of a reload, while it runs */
+    const char *check_why, *recheck_why; /* check_why NULL: the check at start */
+    int started;                         /* the first version passed its check */
     struct event sigchld, sigterm, sigint, sighup, sigusr1, tick;
 } master_t;
 
@@ -76,6 +80,9 @@ static void worker_main(master_t *m, int i, const sigset_t *mask)
     event_reinit(m->base);
     mf_watch_free(m->watch); /* after the reinit: its events are in the child's set now */
     m->watch = NULL;
+    if (m->check)
+        mf_check_forget(m->check);
+    m->check = NULL;
     event_base_free(m->base);
     m->base = NULL;
     /* Workers do not outlive their master. */
@@ -156,6 +163,8 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
     (void)sig;
     (void)what;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (m->check && mf_check_reaped(m->check, pid, st))
+            continue;
         for (int i = 0; i < m->n; i++) {
             worker_proc_t *p = &m->procs[i];
             double now = mf_status_clock(), lived;
@@ -205,26 +214,88 @@ static void log_status(master_t *m)
     }
 }
 
-/* Checks the new code once in the master, so a broken version is reported once and the
- * workers are not asked to load it. */
+static void start_check(master_t *m, const char *why);
+
+/* The check at start passed: the workers start with that version. */
+static void start_workers(master_t *m, const mf_check_result_t *r)
+{
+    /* Without the memfd (or on a failed write), workers load the files from disk. */
+    if (mf_snapshot_open(&m->snap) == 0 && mf_snapshot_publish(&m->snap, r->snapshot, r->len) == 0)
+        mf_snapshot_fd = m->snap.fd;
+    m->started = 1;
+    mf_log_info("moonfcgi %s serving %s with %d workers (listening: %s%s%s)", MF_VERSION_STRING,
+                m->cfg->app_path, m->n, m->set->source, m->cfg->listen ? " " : "",
+                m->cfg->listen ? m->cfg->listen : "");
+    for (int i = 0; i < m->n; i++)
+        spawn(m, i);
+}
+
+/* A check of the new code ended: install it, or keep the old version if it failed. */
+static void on_checked(void *arg, const mf_check_result_t *r)
+{
+    master_t *m = arg;
+    const char *why = m->check_why;
+
+    m->check = NULL;
+    if (!why) {
+        if (r->ok) {
+            start_workers(m, r);
+        } else {
+            /* A broken app fails here, once, instead of in every worker in a loop. */
+            mf_log_error("cannot load %s: %s", m->cfg->app_path, r->error);
+            m->exit_status = 1;
+            m->stopping = 1;
+            event_base_loopbreak(m->base);
+        }
+    } else if (!r->ok) {
+        mf_log_error("reload (%s) refused, version %d keeps serving: %s", why,
+                     (int)m->shared->generation, r->error);
+    } else if (m->stopping) {
+        /* Workers that stop load nothing. */
+    } else {
+        /* Workers load the code checked, not whatever is on disk when they get to it. */
+        if (mf_snapshot_publish(&m->snap, r->snapshot, r->len) < 0)
+            mf_log_warn("cannot share the checked app with the workers; they reload from "
+                        "disk");
+        m->shared->generation++;
+        mf_log_info("reload (%s): workers load app version %d", why, (int)m->shared->generation);
+        for (int i = 0; i < m->n; i++)
+            if (m->procs[i].pid > 0)
+                kill(m->procs[i].pid, SIGHUP);
+    }
+    /* A reload asked for while this one was checked gets a check of its own. */
+    if (m->recheck_why && !m->stopping) {
+        why = m->recheck_why;
+        m->recheck_why = NULL;
+        start_check(m, why);
+    }
+}
+
+/* Checks the new code in a check process (check.c), so that nothing of the app runs here. */
+static void start_check(master_t *m, const char *why)
+{
+    m->check_why = why;
+    m->check = mf_check_start(m->base, m->cfg->app_path, m->cfg->check_timeout, on_checked, m);
+    if (m->check)
+        return;
+    if (!why) {
+        mf_log_error("cannot check %s: %s", m->cfg->app_path, strerror(errno));
+        m->exit_status = 1;
+        event_base_loopbreak(m->base);
+    } else {
+        mf_log_error("reload (%s) refused, version %d keeps serving: cannot start its check: %s",
+                     why, (int)m->shared->generation, strerror(errno));
+    }
+}
+
 static void reload(master_t *m, const char *why)
 {
-    char err[4096];
-
     if (m->stopping)
         return;
-    if (mf_vm_check_error(m->cfg->app_path, err, sizeof err) != 0) {
-        mf_log_error("reload (%s) refused, version %d keeps serving: %s", why,
-                     (int)m->shared->generation, err);
-        return;
-    }
-    /* Workers reload the code checked here, not whatever is on disk when they get to it. */
-    mf_vm_snapshot_write(m->snapshot_fd);
-    m->shared->generation++;
-    mf_log_info("reload (%s): workers load app version %d", why, (int)m->shared->generation);
-    for (int i = 0; i < m->n; i++)
-        if (m->procs[i].pid > 0)
-            kill(m->procs[i].pid, SIGHUP);
+    if (m->check)
+        m->recheck_why = why;
+    else
+        start_check(m, why);
 }
 
 static void on_watch(void *arg)
@@ -237,6 +308,10 @@ static void stop(master_t *m, int sig)
     if (m->stopping)
         return;
     m->stopping = 1;
+    if (m->check) {
+        mf_check_cancel(m->check);
+        m->check = NULL;
+    }
     m->stop_deadline = mf_status_clock() + m->cfg->timeout + STUCK_GRACE + 3.0;
     mf_log_info("signal %d: stopping %d workers gracefully", sig, live_workers(m));
     /* New connections are refused from now on, not left waiting in a backlog. */
@@ -373,21 +448,14 @@ int mf_master_run(const mf_config_t *cfg)
         fprintf(f, "%d\n", (int)getpid());
         fclose(f);
     }
-    if ((cfg->user && drop_privileges(cfg, &set) < 0) ||
-        /* A broken app fails here, once, instead of in every worker in a loop. */
-        (mf_vm_check_error(cfg->app_path, err, sizeof err) != 0 &&
-         (mf_log_error("cannot load %s: %s", cfg->app_path, err), 1))) {
+    if (cfg->user && drop_privileges(cfg, &set) < 0) {
         if (set.unix_path[0])
             unlink(set.unix_path);
         if (cfg->pid_file)
             unlink(cfg->pid_file);
         return 1;
     }
-    m.snapshot_fd = memfd_create("moonfcgi-app", 0);
-    if (m.snapshot_fd >= 0) {
-        mf_vm_snapshot_write(m.snapshot_fd);
-        mf_vm_snapshot_fd = m.snapshot_fd;
-    }
+    m.snap.fd = -1;
     m.shared = mf_status_map(m.n);
     m.procs = calloc((size_t)m.n, sizeof *m.procs);
     m.base = event_base_new();
@@ -395,9 +463,6 @@ int mf_master_run(const mf_config_t *cfg)
         mf_log_error("out of memory");
         return 1;
     }
-    mf_log_info("moonfcgi %s serving %s with %d workers (listening: %s%s%s)", MF_VERSION_STRING,
-                cfg->app_path, m.n, set.source, cfg->listen ? " " : "",
-                cfg->listen ? cfg->listen : "");
     evsignal_assign(&m.sigchld, m.base, SIGCHLD, on_sigchld, &m);
     evsignal_assign(&m.sigterm, m.base, SIGTERM, on_signal, &m);
     evsignal_assign(&m.sigint, m.base, SIGINT, on_signal, &m);
@@ -412,13 +477,15 @@ int mf_master_run(const mf_config_t *cfg)
     event_add(&m.tick, &tick);
     if (cfg->watch)
         m.watch = mf_watch_new(m.base, cfg->app_path, on_watch, &m);
-
-    for (int i = 0; i < m.n; i++)
-        spawn(&m, i);
+    /* The workers start once the app passed its check (on_checked); the signal handlers
+     * are in place meanwhile, so a SIGTERM during the check stops moonfcgi cleanly. */
+    start_check(&m, NULL);
     event_base_dispatch(m.base);
 
-    mf_log_info("stopped (exit status %d)", m.exit_status);
+    if (m.started || m.exit_status == 0) /* not after "cannot load" */
+        mf_log_info("stopped (exit status %d)", m.exit_status);
     mf_watch_free(m.watch);
+    mf_snapshot_close(&m.snap);
     if (set.unix_path[0])
         unlink(set.unix_path);
     if (cfg->pid_file)

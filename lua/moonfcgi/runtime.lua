@@ -74,8 +74,9 @@ local function read_disk(path)
     return src
 end
 
--- The last version the master saw load, kept in its memory: a worker started after a
--- refused reload (one replacing a worker that died) loads that, not a broken file on disk.
+-- The last version that passed its check, as the master published it (src/snapshot.c): a
+-- worker started after a refused reload (one replacing a worker that died) loads that, not a
+-- broken file on disk.
 local snap_len = ffi.new("size_t[1]")
 local function read_snapshot(path)
     local p = C.mf_ffi_snapshot_file(path, snap_len)
@@ -525,7 +526,8 @@ end
 function _M.serve(path)
     local w = C.mf_ffi_worker_current()
     local rt = _M.new(w)
-    local ok, err = rt:load(path, true)
+    -- The last version the master accepted, read from the memfd it shares with us.
+    local ok, err = rt:load(path, C.mf_ffi_snapshot_refresh() == 0)
     local n = C.mf_ffi_worker_number(w)
     if not ok then
         log("error", "worker " .. n .. ": cannot load " .. path .. ": " .. tostring(err))
@@ -538,9 +540,13 @@ function _M.serve(path)
     return 0
 end
 
--- The master's check (and --check): returns nil and the files read (path -> source), or
--- the error.
+-- The check (src/check.c), in its throwaway process: returns nil and the files read (path ->
+-- source), or the error.
 function _M.check(path)
+    -- A top level that exits is refused with the place it exits from.
+    os.exit = function(code)
+        error("os.exit(" .. tostring(code) .. ") called while the app loads", 2)
+    end
     local dir = app_dir(path)
     add_app_dir(dir)
     local record = {}

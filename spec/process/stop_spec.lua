@@ -96,8 +96,8 @@ describe("a graceful stop", function()
     it("on SIGTERM that comes while the workers are starting still stops every worker and "
         .. "exits 0", function()
         -- systemctl stop right after a start, or while a dead worker is being replaced. The
-        -- signal goes to the master as soon as it has forked its first worker, while the
-        -- others are being forked. Idle workers stop at once; one that missed the stop would
+        -- signal goes to the master as soon as it logs that it starts the workers (the app
+        -- passed its check), while they are being forked. Idle workers stop at once; one that missed the stop would
         -- keep the master waiting --timeout + 5 s and make it exit 1, so 3 s is plenty.
         local procs = {}
         finally(function()
@@ -114,7 +114,7 @@ describe("a graceful stop", function()
             procs[#procs + 1] = p
             -- A tight poll (bounded): the window is the first milliseconds of a worker.
             local deadline = H.now() + 5
-            while #H.children(p.pid) == 0 and H.now() < deadline do
+            while not p:output():find(" serving ", 1, true) and H.now() < deadline do
             end
             p:signal(process.SIGTERM)
             local status = p:wait(3)
