@@ -41,6 +41,7 @@ static void defaults(void)
     CHECK_EQ(cfg.max_params, (size_t)1024 * 1024);
     CHECK_EQ(cfg.max_body, (size_t)16 * 1024 * 1024);
     CHECK(cfg.timeout == 60 && cfg.idle_timeout == 60 && cfg.read_timeout == 30);
+    CHECK(cfg.check_timeout == 10);
     CHECK_EQ(cfg.socket_mode, 0660);
     CHECK_EQ(cfg.log_level, MF_LOG_INFO);
     CHECK_EQ(cfg.workers, 0);
@@ -146,6 +147,9 @@ static void numbers_and_seconds(void)
     CHECK_EQ(parse("--timeout", "inf", "a.lua", NULL), -1);
     CHECK_EQ(parse("--timeout", "1s", "a.lua", NULL), -1);
     CHECK_EQ(parse("--timeout", ".", "a.lua", NULL), -1);
+    CHECK_EQ(parse("--check-timeout", "2.5", "a.lua", NULL), 0);
+    CHECK(cfg.check_timeout == 2.5);
+    CHECK_EQ(parse("--check-timeout", "0", "a.lua", NULL), -1);
     CHECK_EQ(parse("--timeout", "", "a.lua", NULL), -1);
     CHECK(strcmp(err, "invalid value for --timeout: ''") == 0);
 }
