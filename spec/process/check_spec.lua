@@ -26,7 +26,7 @@ local BAD = {
     },
     ["an endless loop"] = {
         src = 'local n = 0\nwhile true do n = n + 1 end\nreturn "B1"\n',
-        says = "did not finish within 1 s",
+        says = "did not finish within 2 s",
     },
     ["an FFI crash"] = {
         src = 'local ffi = require "ffi"\nffi.cast("int *", 0)[0] = 1\nreturn "B1"\n',
@@ -61,7 +61,7 @@ for _, how in ipairs({ "SIGHUP", "watch" }) do
 
         before_each(function()
             dir = H.app_copy(APP)
-            local args = { "--check-timeout", "1" }
+            local args = { "--check-timeout", "2" }
             if how == "watch" then
                 args[#args + 1] = "--watch"
             end
@@ -270,7 +270,7 @@ describe("moonfcgi --check", function()
         assert.matches(BAD["an FFI crash"].says, out)
 
         H.write(dir .. "/version.lua", BAD["an endless loop"].src)
-        status, out = check("--check", "--check-timeout", "1")
+        status, out = check("--check", "--check-timeout", "2")
         assert.equal(1, status, out)
         assert.matches(BAD["an endless loop"].says, out)
 
