@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The whole suite against one build directory: the C unit tests (ctest), then every busted
 # spec under spec/ (the in-process harness, the moonfcgi binary, real web servers).
-#   spec/run-all.sh BUILD_DIR [plain|asan]
+#   spec/run-all.sh BUILD_DIR [plain|asan] [SPEC_PATH...]   (default: all of spec/)
 # Prints "moonfcgi KIND: N passed, N failed" last; exits non-zero on any failure.
+# In CI (CI=true) or with MOONFCGI_REQUIRE_ALL=1 every spec must run: a pending spec (a server
+# or tool missing, not root) counts as failed (spec/support/needs.lua also fails it at once).
 set -euo pipefail
 build=${1:-build}
 kind=${2:-plain}
+shift $(( $# < 2 ? $# : 2 ))
+[ $# -gt 0 ] || set -- spec/
 cd "$(dirname "$0")/.."
 root=$PWD
 export MOONFCGI_BIN="$root/$build/moonfcgi"
@@ -33,15 +37,29 @@ unit_failed=$(sed -n 's/.*tests passed, \([0-9]*\) tests failed out of \([0-9]*\
 
 echo "== $kind: busted specs"
 set +e
-LD_PRELOAD="$preload" ASAN_OPTIONS="$busted_asan" "$build/moonfcgi-busted" -o utfTerminal spec/ \
+LD_PRELOAD="$preload" ASAN_OPTIONS="$busted_asan" "$build/moonfcgi-busted" -o utfTerminal "$@" \
     2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-summary=$(grep -E '^[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$log" |
+summary=$(grep -E '^[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$log" |
     tail -n 1)
 ok=$(echo "$summary" | sed -n 's/^\([0-9]*\) success.*/\1/p')
 failed=$(echo "$summary" | sed -n 's/.* \([0-9]*\) failures\{0,1\} \/ \([0-9]*\) errors\{0,1\}.*/\1 \2/p')
 bad=$(( ${failed% *} + ${failed#* } ))
+pending=$(echo "$summary" | sed -n 's/.* \([0-9]*\) pending.*/\1/p')
+pending=${pending:-0}
+strict=""
+for v in "${CI:-}" "${MOONFCGI_REQUIRE_ALL:-}"; do
+    case "$v" in "" | 0 | false) ;; *) strict=1 ;; esac
+done
+if [ "$pending" -gt 0 ]; then
+    echo "moonfcgi $kind: $pending pending (skipped) specs:"
+    grep -E -A 2 '^Pending (->|→) ' "$log" | grep -v '^--$' | sed 's/^/  /' || true
+    if [ -n "$strict" ]; then
+        echo "moonfcgi $kind: CI or MOONFCGI_REQUIRE_ALL is set: pending specs fail the run" >&2
+        bad=$(( bad + pending ))
+    fi
+fi
 if [ -z "$ok" ] || [ "$ok" = 0 ]; then
     echo "moonfcgi $kind: busted ran no spec" >&2
     exit 1

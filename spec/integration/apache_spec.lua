@@ -3,6 +3,7 @@
 -- The configuration is the one docs/servers/apache.md shows (spec/support/servers.lua),
 -- started on free loopback ports.
 package.path = "spec/support/?.lua;" .. package.path
+local needs = require "needs"
 local servers = require "servers"
 
 local ECHO = "spec/integration/apps/interop_echo.lua"
@@ -240,7 +241,7 @@ describe("Apache httpd in front of moonfcgi", function()
 
         it("serves requests through a socket owned by the user Apache runs as", function()
             if not servers.is_root() then
-                pending("needs root: Apache's children and moonfcgi's --user")
+                pending(needs.missing("needs root: Apache's children and moonfcgi's --user"))
                 return
             end
             local s = summary(servers.curl{ url = unix.url .. "/over-unix", method = "POST",

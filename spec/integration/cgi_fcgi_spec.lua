@@ -3,6 +3,7 @@
 -- the CGI response (Status line, headers, blank line, body). One request per connection,
 -- no FCGI_KEEP_CONN: the other way web servers talk to us.
 package.path = "spec/support/?.lua;spec/?.lua;" .. package.path
+local needs = require "needs"
 local process = require "process"
 local http = require "http_client"
 local cjson = require "cjson"
@@ -45,7 +46,7 @@ end
 
 describe("cgi-fcgi -bind -connect", function()
     if not have_cgi_fcgi() then
-        pending("cgi-fcgi not installed (apt-get install libfcgi-bin); these specs need it")
+        pending(needs.missing("cgi-fcgi not installed (apt-get install libfcgi-bin); these specs need it"))
         return
     end
 

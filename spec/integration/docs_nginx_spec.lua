@@ -6,6 +6,7 @@
 -- the behaviour the guides describe is checked: kept connections, unix socket permissions,
 -- streaming, request sizes, what becomes of an OVERLOADED answer.
 package.path = "spec/support/?.lua;spec/?.lua;" .. package.path
+local needs = require "needs"
 local process = require "process"
 local nginx = require "nginx"
 local http = require "http_client"
@@ -189,11 +190,11 @@ end)
 
 describe("the documented nginx configurations, run", function()
     if not nginx.find() then
-        pending("nginx not installed (apt-get install nginx); these specs need it")
+        pending(needs.missing("nginx not installed (apt-get install nginx); these specs need it"))
         return
     end
     if not http.have_curl() then
-        pending("curl not installed (apt-get install curl); these specs need it")
+        pending(needs.missing("curl not installed (apt-get install curl); these specs need it"))
         return
     end
 
@@ -234,7 +235,7 @@ describe("the documented nginx configurations, run", function()
 
     describe("unix-socket", function()
         if not nginx.is_root() then
-            pending("needs root: moonfcgi drops to another user, nginx's workers run as www-data")
+            pending(needs.missing("needs root: moonfcgi drops to another user, nginx's workers run as www-data"))
             return
         end
         local dir, good, bad, srv_good, srv_bad

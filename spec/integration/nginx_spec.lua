@@ -1,6 +1,7 @@
 -- moonfcgi behind a real nginx (Debian's), driven over HTTP with curl: the deployment the
 -- guide describes, with the configurations spec/support/nginx.lua generates.
 package.path = "spec/support/?.lua;spec/?.lua;" .. package.path
+local needs = require "needs"
 local process = require "process"
 local nginx = require "nginx"
 local http = require "http_client"
@@ -102,11 +103,11 @@ end
 
 describe("nginx in front of moonfcgi", function()
     if not nginx.find() then
-        pending("nginx not installed (apt-get install nginx); these specs need it")
+        pending(needs.missing("nginx not installed (apt-get install nginx); these specs need it"))
         return
     end
     if not http.have_curl() then
-        pending("curl not installed (apt-get install curl); these specs need it")
+        pending(needs.missing("curl not installed (apt-get install curl); these specs need it"))
         return
     end
 

@@ -5,6 +5,7 @@
 -- Load is real: background curl loops drive idempotent GETs through nginx while a host is
 -- stopped, killed and started again, and every answer names the host that gave it.
 package.path = "spec/support/?.lua;spec/?.lua;" .. package.path
+local needs = require "needs"
 local process = require "process"
 local nginx = require "nginx"
 local http = require "http_client"
@@ -267,11 +268,11 @@ end
 
 describe("three moonfcgi hosts behind one nginx upstream", function()
     if not nginx.find() then
-        pending("nginx not installed (apt-get install nginx); these specs need it")
+        pending(needs.missing("nginx not installed (apt-get install nginx); these specs need it"))
         return
     end
     if not http.have_curl() then
-        pending("curl not installed (apt-get install curl); these specs need it")
+        pending(needs.missing("curl not installed (apt-get install curl); these specs need it"))
         return
     end
 
@@ -489,7 +490,7 @@ end)
 
 describe("a rolling restart that does not wait for the restarted host", function()
     if not nginx.find() or not http.have_curl() then
-        pending("nginx and curl are needed (apt-get install nginx curl)")
+        pending(needs.missing("nginx and curl are needed (apt-get install nginx curl)"))
         return
     end
 

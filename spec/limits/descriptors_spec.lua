@@ -1,6 +1,7 @@
 -- Running out of file descriptors (EMFILE) must not make the worker spin on accept, and the
 -- worker must serve again once descriptors are free.
 package.path = "spec/support/?.lua;" .. package.path
+local needs = require "needs"
 local process = require "process"
 local client = require "moonfcgi.client"
 local ffi = require "ffi"
@@ -36,7 +37,7 @@ end
 describe("out of file descriptors", function()
     it("pauses accepting instead of spinning, and recovers", function()
         if os.execute("command -v prlimit >/dev/null 2>&1") ~= 0 then
-            pending("prlimit (util-linux) is not installed")
+            pending(needs.missing("prlimit (util-linux) is not installed"))
             return
         end
         local port = process.free_port()

@@ -2,6 +2,7 @@
 -- spawner, systemd socket activation), dropping privileges with --user, the pid file,
 -- `moonfcgi --check` in a reload script, and the systemd units in contrib/.
 package.path = "spec/support/?.lua;spec/process/?.lua;" .. package.path
+local needs = require "needs"
 local process = require "process"
 local H = require "process_helpers"
 
@@ -92,7 +93,7 @@ describe("the listening socket", function()
 
     it("is taken from fd 0 under spawn-fcgi -n", function()
         if not have("spawn-fcgi") then
-            pending("spawn-fcgi is not available (apt-get install spawn-fcgi)")
+            pending(needs.missing("spawn-fcgi is not available (apt-get install spawn-fcgi)"))
             return
         end
         local port = process.free_port()
@@ -111,7 +112,7 @@ describe("the listening socket", function()
     it("is taken from fd 0 under cgi-fcgi -start, which leaves moonfcgi running detached",
         function()
         if not have("cgi-fcgi") then
-            pending("cgi-fcgi is not available (apt-get install libfcgi-bin)")
+            pending(needs.missing("cgi-fcgi is not available (apt-get install libfcgi-bin)"))
             return
         end
         -- cgi-fcgi starts APP without arguments: a script supplies them.
@@ -166,7 +167,7 @@ describe("the listening socket", function()
 
     it("is taken from systemd-socket-activate", function()
         if not have("systemd-socket-activate") then
-            pending("systemd-socket-activate is not available (package systemd)")
+            pending(needs.missing("systemd-socket-activate is not available (package systemd)"))
             return
         end
         local port = process.free_port()
@@ -186,7 +187,7 @@ describe("--user", function()
 
     it("runs the master and the workers as that user after binding", function()
         if not is_root() then
-            pending("needs root")
+            pending(needs.missing("needs root"))
             return
         end
         local app = t.dir .. "/app.lua"
@@ -211,7 +212,7 @@ describe("--user", function()
     it("USER:GROUP gives a unix socket it created to that user and group, with "
         .. "--socket-mode", function()
         if not is_root() then
-            pending("needs root")
+            pending(needs.missing("needs root"))
             return
         end
         local app = t.dir .. "/app.lua"
@@ -236,7 +237,7 @@ describe("--user", function()
     it("writes --pid-file before dropping privileges, so it may live in a root-owned "
         .. "folder such as /run", function()
         if not is_root() then
-            pending("needs root")
+            pending(needs.missing("needs root"))
             return
         end
         local app = t.dir .. "/app.lua"
@@ -389,7 +390,7 @@ describe("contrib/moonfcgi.service and moonfcgi.socket", function()
 
     it("pass systemd-analyze verify", function()
         if not have("systemd-analyze") then
-            pending("systemd-analyze is not available (package systemd)")
+            pending(needs.missing("systemd-analyze is not available (package systemd)"))
             return
         end
         -- The units name /usr/local/bin/moonfcgi, which verify wants to exist: point them at

@@ -43,6 +43,7 @@ local _M = {}
 -- Helpers ------------------------------------------------------------------------------------
 
 local http = require "http_client"
+local needs = require "needs"
 local q = http.quote
 _M.quote = q
 
@@ -70,12 +71,15 @@ function _M.run_user()
     return "nobody"
 end
 
--- The first of `paths` that exists, else `name` found on the PATH; nil if none.
-local function find_binary(name, paths)
-    for _, p in ipairs(paths) do
-        if readable(p) then
-            return p
-        end
+-- $ENV_NAME when set (nil if that file does not exist: a way to hide an installed server),
+-- else `default` if it exists, else `name` found on the PATH; nil if none.
+local function find_binary(name, env_name, default)
+    local env = os_getenv(env_name)
+    if env and env ~= "" then
+        return readable(env) and env or nil
+    end
+    if readable(default) then
+        return default
     end
     for dir in (os_getenv("PATH") or ""):gmatch("[^:]+") do
         if readable(dir .. "/" .. name) then
@@ -317,7 +321,7 @@ function _M.apache.config(opts)
 end
 
 function _M.apache.find()
-    return find_binary("apache2", { os_getenv("APACHE_BIN") or "", "/usr/sbin/apache2" })
+    return find_binary("apache2", "APACHE_BIN", "/usr/sbin/apache2")
 end
 
 -- Starts Apache (apache2 -DFOREGROUND) with opts; see apache.config. The server: .url,
@@ -441,7 +445,7 @@ function _M.lighttpd.config(opts)
 end
 
 function _M.lighttpd.find()
-    return find_binary("lighttpd", { os_getenv("LIGHTTPD_BIN") or "", "/usr/sbin/lighttpd" })
+    return find_binary("lighttpd", "LIGHTTPD_BIN", "/usr/sbin/lighttpd")
 end
 
 -- Starts lighttpd -D with opts; see lighttpd.config. opts.files: { ["private/a.txt"] = "..." }
@@ -542,7 +546,7 @@ function _M.caddy.config(opts)
 end
 
 function _M.caddy.find()
-    return find_binary("caddy", { os_getenv("CADDY_BIN") or "", "/usr/bin/caddy" })
+    return find_binary("caddy", "CADDY_BIN", "/usr/bin/caddy")
 end
 
 -- Starts `caddy run` with opts; see caddy.config. HOME and the XDG directories point into the
@@ -633,7 +637,7 @@ function _M.haproxy.config(opts)
 end
 
 function _M.haproxy.find()
-    return find_binary("haproxy", { os_getenv("HAPROXY_BIN") or "", "/usr/sbin/haproxy" })
+    return find_binary("haproxy", "HAPROXY_BIN", "/usr/sbin/haproxy")
 end
 
 -- Starts haproxy -db with opts; see haproxy.config. Its log lines go to its standard error:
@@ -838,13 +842,15 @@ function _M.checked_post(url)
     return s, body
 end
 
--- Why a server's specs cannot run here (its binary or curl is missing), or nil.
+-- Why a server's specs cannot run here (its binary or curl is missing), or nil; an error
+-- instead in a strict run (CI, MOONFCGI_REQUIRE_ALL: spec/support/needs.lua).
 function _M.missing(name, package)
     if not _M[name].find() then
-        return name .. " not installed (apt-get install " .. package .. "); these specs need it"
+        return needs.missing(name .. " not installed (apt-get install " .. package
+            .. "); these specs need it")
     end
     if not _M.have_curl() then
-        return "curl not installed (apt-get install curl); these specs need it"
+        return needs.missing("curl not installed (apt-get install curl); these specs need it")
     end
     return nil
 end
