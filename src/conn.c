@@ -486,6 +486,25 @@ static int bad_version(mf_conn_t *c, const mf_record_header_t *h)
 }
 
 /*
+ * A stream record out of its role's order (STDIN before the end of PARAMS, a record after
+ * its stream's end, DATA outside the filter role...) is a protocol error: nothing after it
+ * can be trusted, so the connection closes, as for a bad version (docs/protocol.md). It is
+ * caught at its header, before its content is waited for.
+ */
+static int out_of_order(mf_conn_t *c, const mf_record_header_t *h)
+{
+    const char *why;
+    mf_request_t *r;
+
+    if (h->id == 0 || (h->type != MF_PARAMS && h->type != MF_STDIN && h->type != MF_DATA) ||
+        !(r = mf__conn_find(c, h->id)) || !(why = mf_request_out_of_order(r, h->type)))
+        return 0;
+    mf_log_warn("fd %d: request %u: %s; closing", c->fd, h->id, why);
+    fail_input(c);
+    return 1;
+}
+
+/*
  * A STDIN or DATA record of a request that gathers its body, of which only got bytes (the
  * header and maybe some content and padding) have arrived: the record becomes the part in
  * progress, so that the rest can be read straight into the body block, and *content says
@@ -555,7 +574,7 @@ static ssize_t process_block(mf_conn_t *c, const uint8_t *p, size_t n)
         size_t size;
 
         mf_record_header_decode(p + off, &h);
-        if (bad_version(c, &h))
+        if (bad_version(c, &h) || out_of_order(c, &h))
             return -1;
         size = mf_record_size(&h);
         if (n - off < size) {
@@ -587,7 +606,7 @@ static int process_buffered(mf_conn_t *c)
         if (avail < MF_HEADER_LEN)
             return 0;
         mf_record_header_decode(evbuffer_pullup(c->in, MF_HEADER_LEN), &h);
-        if (bad_version(c, &h))
+        if (bad_version(c, &h) || out_of_order(c, &h))
             return -1;
         size = mf_record_size(&h);
         if (avail < size) {
@@ -703,7 +722,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     if (n == -2)
         return;
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        /* The peer closed or reset: requests in flight are aborted (fastcgi.md). */
+        /* The peer closed or reset: requests in flight are aborted (docs/protocol.md). */
         mf_log_debug("fd %d: peer closed (%d requests in flight)", (int)fd, c->nreqs);
         mf_conn_destroy(c);
         return;

@@ -261,6 +261,24 @@ static size_t params_cap(const mf_worker_t *w)
     return w->cfg.max_params * 4 > cap ? w->cfg.max_params * 4 : cap;
 }
 
+const char *mf_request_out_of_order(const mf_request_t *r, uint8_t type)
+{
+    switch (type) {
+    case MF_PARAMS: return r->params_done ? "PARAMS after the end of PARAMS" : NULL;
+    case MF_STDIN:
+        if (!r->params_done)
+            return "STDIN before the end of PARAMS";
+        return (r->ended & 1) ? "STDIN after the end of STDIN" : NULL;
+    case MF_DATA:
+        if (r->role != MF_FILTER)
+            return "DATA in a role without it";
+        if (!(r->ended & 1))
+            return "DATA before the end of STDIN";
+        return (r->ended & 2) ? "DATA after the end of DATA" : NULL;
+    default: return NULL;
+    }
+}
+
 void mf_request_params(mf_request_t *r, const uint8_t *content, size_t len)
 {
     if (r->params_done)
@@ -268,9 +286,7 @@ void mf_request_params(mf_request_t *r, const uint8_t *content, size_t len)
     if (len == 0) {
         r->params_done = 1;
         r->w->params_pending -= r->params.len;
-        if (r->params_over) {
-            mf_request_reject(r, 431, "request params too large\n");
-        } else if (index_params(r) < 0) {
+        if (index_params(r) < 0) {
             mf_log_warn("request %u: malformed params; answering 400", r->id);
             mf_request_reject(r, 400, "malformed FastCGI params\n");
         } else {
@@ -284,16 +300,19 @@ void mf_request_params(mf_request_t *r, const uint8_t *content, size_t len)
         }
         return;
     }
-    if (r->params_over)
-        return;
     /* params.len never exceeds max_params, so the subtraction cannot wrap. Unfinished
      * params of all requests together are capped too: many requests that never finish their
-     * params must not hold --max-reqs times --max-params of memory. */
+     * params must not hold --max-reqs times --max-params of memory. The answer comes at the
+     * record that crosses the limit, not at the end of the stream: a sender that never ends
+     * it must not be read into memory until --read-timeout. */
     if (len > r->w->cfg.max_params - r->params.len ||
         r->w->params_pending + len > params_cap(r->w) || mf_buf_append(&r->params, content, len)) {
-        r->params_over = 1;
+        mf_log_info("request %u: params past %zu bytes; answering 431", r->id,
+                    r->w->cfg.max_params);
+        r->params_done = 1;
         r->w->params_pending -= r->params.len;
-        mf_buf_reset(&r->params, KEEP_BUFFER);
+        r->params.len = 0;
+        mf_request_reject(r, 431, "request params too large\n");
         return;
     }
     r->w->params_pending += len;
@@ -331,6 +350,8 @@ void mf_request_input(mf_request_t *r, int stream, const uint8_t *p, struct evbu
     int eof = stream ? r->data_eof : r->stdin_eof;
     unsigned wait = stream ? MF_WAIT_DATA : MF_WAIT_READ;
 
+    if (len == 0)
+        r->ended |= bit; /* for the stream order, whatever happens to the bytes */
     if (eof || (r->discard & bit)) {
         drop_input(src, len);
         return;

@@ -39,7 +39,6 @@ struct mf_request {
 
     unsigned lua : 1; /* handed to Lua; only mf_request_finish frees it */
     unsigned params_done : 1;
-    unsigned params_over : 1; /* past --max-params: answer 431 at the end of PARAMS */
     unsigned stdin_eof : 1;
     unsigned data_eof : 1;
     unsigned aborted : 1;
@@ -55,6 +54,7 @@ struct mf_request {
     unsigned discard : 2;   /* bit 0: STDIN, bit 1: DATA past --max-body is dropped */
     unsigned waiting : 4;   /* MF_WAIT_* the handler waits for */
     unsigned ct_set : 1;    /* a Content-Type header was set */
+    unsigned ended : 2;     /* bit 0: STDIN, bit 1: DATA: the peer sent the empty record */
 
     double begun;   /* BEGIN_REQUEST arrived */
     double started; /* the handler started */
@@ -77,7 +77,18 @@ struct mf_request {
 /* Handles a BEGIN_REQUEST for an id that is not active. */
 void mf_request_begin(mf_conn_t *c, uint16_t id, uint16_t role, uint8_t flags);
 
-/* Handles a PARAMS, STDIN or DATA record for an active request; content is len bytes. */
+/*
+ * Whether a PARAMS, STDIN or DATA record may come now, in the role's stream order
+ * (docs/protocol.md): NULL when it may, else what is wrong with it, for the log. The caller
+ * closes the connection on a record out of order: a broken stream is never resynchronised.
+ */
+const char *mf_request_out_of_order(const mf_request_t *r, uint8_t type);
+
+/*
+ * Handles a PARAMS record for an active request; content is len bytes. Params that pass
+ * --max-params (or the worker's cap on unfinished params) end the request at once with a
+ * 431: the rest of its records are then those of an inactive id, dropped as they come.
+ */
 void mf_request_params(mf_request_t *r, const uint8_t *content, size_t len);
 /* Takes the len content bytes of a STDIN (stream 0) or DATA (stream 1) record: moved from
  * the front of src when src is given, else copied from p. */

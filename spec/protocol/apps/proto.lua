@@ -118,6 +118,21 @@ function actions.sleep(req)
     n.done = true
 end
 
+-- Waits (up to about 10 s) until the request is aborted, noting that it was: for specs that
+-- need a handler still running when something happens to its connection.
+local function hold(req, n)
+    n = n or note(req)
+    for _ = 1, 1000 do
+        if req:aborted() then
+            break
+        end
+        moonfcgi.sleep(0.01)
+    end
+    n.aborted = req:aborted()
+    n.done = true
+end
+actions.hold = hold
+
 -- A line to FCGI_STDERR, then "logged".
 function actions.log(req)
     req:log(req:param("MSG") or "a log line")
@@ -141,6 +156,9 @@ return {
     -- Grants when AUTH is "yes"; reports the role it ran in.
     authorize = function(req)
         S.runs = S.runs + 1
+        if req:param("AUTH") == "hold" then
+            return hold(req)
+        end
         if req:param("AUTH") == "yes" then
             req:set_status(200)
             req:set_variable("ROLE", req.role)
@@ -152,8 +170,12 @@ return {
     -- STDIN then the DATA stream, joined by "|".
     filter = function(req)
         S.runs = S.runs + 1
+        local n = req:param("ACTION") == "hold" and note(req)
         local body = req:body()
         local data = req:data()
+        if n then
+            return hold(req, n)
+        end
         req:set_header("Content-Type", "text/plain")
         req:write(req.role, ":", body, "|", data, "|", req:param("FCGI_DATA_LENGTH") or "")
     end,
