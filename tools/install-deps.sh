@@ -1,13 +1,13 @@
 #!/bin/sh
 # Installs the Debian packages that building, running and testing moonfcgi need, and only
 # those that are missing. Run as root (make run / make test call it).
-#   tools/install-deps.sh build   compiler, LuaJIT, libevent, busted, lua-cjson
+#   tools/install-deps.sh build   compiler, LuaJIT, libevent, PCRE2, OpenSSL, busted, lua-cjson
 #   tools/install-deps.sh run     the above, plus nginx (make run puts it in front)
 #   tools/install-deps.sh test    the above, plus clang's libFuzzer, the web servers and
 #                                 clients the integration tests start
 set -eu
 
-want="build-essential cmake pkg-config libevent-dev lua-busted lua-cjson"
+want="build-essential cmake pkg-config libevent-dev libpcre2-dev libssl-dev lua-busted lua-cjson"
 case "${1:-build}" in
 run) want="$want nginx curl" ;;
 test) want="$want nginx curl clang libclang-rt-14-dev libfcgi-bin spawn-fcgi systemd util-linux

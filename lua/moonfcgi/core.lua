@@ -73,6 +73,9 @@ unsigned mf_ffi_worker_requests(mf_worker_t *w);
 unsigned mf_ffi_worker_connections(mf_worker_t *w);
 int mf_ffi_worker_next_version(mf_worker_t *w);
 void mf_ffi_worker_app_loaded(mf_worker_t *w, int version, int ok);
+int mf_ffi_worker_count(mf_worker_t *w);
+int mf_ffi_worker_exiting(mf_worker_t *w);
+void mf_ffi_worker_update_time(mf_worker_t *w);
 
 void *mf_ffi_timer_start(mf_worker_t *w, double seconds, uint64_t token);
 void mf_ffi_timer_cancel(mf_worker_t *w, void *timer, uint64_t token);
@@ -104,6 +107,7 @@ int mf_ffi_req_flush(mf_request_t *r);
 int mf_ffi_req_stderr(mf_request_t *r, const char *p, size_t len);
 int mf_ffi_req_aborted(mf_request_t *r);
 int mf_ffi_req_headers_sent(mf_request_t *r);
+int mf_ffi_req_status(mf_request_t *r);
 void mf_ffi_req_finish(mf_request_t *r, uint32_t app_status, int how);
 ]]
 
@@ -117,7 +121,9 @@ if pcall(in_process) then
     _M.C = ffi.C
 else
     local path = os.getenv("MOONFCGI_LIB")
-    local ok, lib = pcall(ffi.load, path or "moonfcgi")
+    -- Global, as the symbols of the binary are: pure-Lua OpenResty libraries call
+    -- ngx_hex_dump and libcrypto (a dependency of the core library) through ffi.C.
+    local ok, lib = pcall(ffi.load, path or "moonfcgi", true)
     if not ok then
         error("moonfcgi: cannot load the core library (" .. (path or "libmoonfcgi.so")
             .. "): " .. tostring(lib) .. "; run specs with moonfcgi-busted", 2)
