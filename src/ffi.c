@@ -118,6 +118,23 @@ void mf_ffi_worker_app_loaded(mf_worker_t *w, int version, int ok)
     }
 }
 
+/* The workers the master runs (1 without a master, as under moonfcgi.test). */
+int mf_ffi_worker_count(mf_worker_t *w)
+{
+    return w->shared ? w->shared->nslots : 1;
+}
+
+int mf_ffi_worker_exiting(mf_worker_t *w)
+{
+    return w->stopping || w->killed;
+}
+
+/* Refreshes the loop's cached time (ngx.update_time). */
+void mf_ffi_worker_update_time(mf_worker_t *w)
+{
+    event_base_update_cache_time(w->base);
+}
+
 void mf_ffi_log(int level, const char *msg, size_t len)
 {
     mf_log_raw(level, msg, len);
@@ -463,6 +480,12 @@ int mf_ffi_req_aborted(mf_request_t *r)
 int mf_ffi_req_headers_sent(mf_request_t *r)
 {
     return r->headers_sent || r->raw;
+}
+
+/* The status set_status chose, or 0 when the handler set none (the role's default). */
+int mf_ffi_req_status(mf_request_t *r)
+{
+    return r->status_set ? r->status : 0;
 }
 
 void mf_ffi_req_finish(mf_request_t *r, uint32_t app_status, int how)

@@ -82,6 +82,9 @@ unsigned mf_ffi_worker_requests(mf_worker_t *w);
 unsigned mf_ffi_worker_connections(mf_worker_t *w);
 int mf_ffi_worker_next_version(mf_worker_t *w);
 void mf_ffi_worker_app_loaded(mf_worker_t *w, int version, int ok);
+int mf_ffi_worker_count(mf_worker_t *w);
+int mf_ffi_worker_exiting(mf_worker_t *w);
+void mf_ffi_worker_update_time(mf_worker_t *w);
 
 void *mf_ffi_timer_start(mf_worker_t *w, double seconds, uint64_t token);
 void mf_ffi_timer_cancel(mf_worker_t *w, void *timer, uint64_t token);
@@ -113,6 +116,7 @@ int mf_ffi_req_flush(mf_request_t *r);
 int mf_ffi_req_stderr(mf_request_t *r, const char *p, size_t len);
 int mf_ffi_req_aborted(mf_request_t *r);
 int mf_ffi_req_headers_sent(mf_request_t *r);
+int mf_ffi_req_status(mf_request_t *r);
 void mf_ffi_req_finish(mf_request_t *r, uint32_t app_status, int how);
 /* CDEF END */
 #pragma GCC visibility pop

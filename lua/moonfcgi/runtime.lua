@@ -21,8 +21,9 @@ local LOG = { error = 0, warn = 1, info = 2, debug = 3 }
 local ROLE_HANDLER = { "respond", "authorize", "filter" }
 local ROLE_NAMES = { "responder", "authorizer", "filter" }
 
--- What a handler coroutine yields to the scheduler.
-local DONE, WAIT_IO, WAIT_SLEEP = {}, {}, {}
+-- What a handler coroutine yields to the scheduler. EXIT: the handler ended from deep in
+-- its stack (ngx.exit); its coroutine is abandoned, not pooled.
+local DONE, WAIT_IO, WAIT_SLEEP, EXIT = {}, {}, {}, {}
 
 local _M = { runtimes = {} }
 local Runtime = {}
@@ -113,6 +114,11 @@ end
 table.insert(package.loaders, 2, app_searcher)
 
 local function run_app(path, ctx)
+    -- Libraries copy ngx.* into locals when they are required: the global must exist before
+    -- the first line of the app runs (cosocket.md section 5).
+    if rawget(_G, "ngx") == nil then
+        require "moonfcgi.ngx"
+    end
     local src, err = ctx.read(path)
     if not src then
         return nil, "cannot open app: " .. tostring(err)
@@ -314,6 +320,8 @@ function Runtime:run(slot, co, a, b)
         end
     elseif what == WAIT_IO or what == WAIT_SLEEP then
         self.waits[slot] = what
+    elseif what == EXIT then
+        self:finish(slot, app_status(rc), FINISH_OK)
     else
         self:failed(slot, co, "the handler yielded outside of a moonfcgi call "
             .. "(coroutine.yield from a handler is not supported)")
@@ -466,6 +474,23 @@ function _M.wait_io()
 end
 request.wait_io = _M.wait_io
 
+-- Ends the current handler now, as if it had returned rc (ngx.exit); never returns.
+function _M.exit(rc)
+    in_handler(3)
+    co_yield(EXIT, rc)
+end
+
+-- The request whose handler runs now (in its coroutine or one it resumed), or nil.
+function _M.current_request()
+    local rt = current_rt
+    return rt and rt.reqs[current_slot]
+end
+
+-- Whether an app is being loaded now (its top level runs: OpenResty's "init" phase).
+function _M.loading()
+    return loading ~= nil
+end
+
 local function clock()
     return C.mf_ffi_worker_now(current_rt and current_rt.w or _M.runtimes[1].w)
 end
@@ -514,6 +539,18 @@ function _M.now()
         return C.mf_ffi_worker_now(rt.w)
     end
     return os.time()
+end
+
+-- The app file of the runtime that runs the current code, or nil.
+function _M.app_path()
+    local rt = current_rt or _M.runtimes[1]
+    return rt and rt.path
+end
+
+-- The worker whose loop runs the current code (the first one in specs), or nil.
+function _M.worker()
+    local rt = current_rt or _M.runtimes[1]
+    return rt and rt.w
 end
 
 function _M.worker_number()
