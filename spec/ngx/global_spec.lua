@@ -94,6 +94,8 @@ describe("the ngx global", function()
         assert.equal(1290079655, ngx.parse_http_time("Thursday, 18-Nov-10 11:27:35 GMT"))
         assert.equal(1290079655, ngx.parse_http_time("Thu Nov 18 11:27:35 2010"))
         assert.is_nil(ngx.parse_http_time("yesterday"))
+        assert.matches("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d$", ngx.localtime())
+        assert.matches("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d$", ngx.utctime())
     end)
 
     it("sleeps without blocking the worker", function()
@@ -195,6 +197,28 @@ describe("the ngx global", function()
             assert.same({ nil, "a=1&b=two", { a = "1", b = "two" }, "a=1&b=two" }, got)
         end)
 
+        it("discard_body leaves the body unread", function()
+            local got
+            request("discard", function()
+                ngx.req.discard_body()
+                got = ngx.req.get_body_data()
+            end, { params = { REQUEST_METHOD = "POST" }, stdin = "ignored" })
+            assert.is_nil(got)
+        end)
+
+        it("read_body of a body that does not arrive in time ends the request with 408",
+           function()
+            local t = test.load("spec/ngx/apps/handlers.lua", { read_timeout = 0.2 })
+            handlers.slowbody = function()
+                ngx.req.read_body()
+                ngx.say("not reached")
+            end
+            local res = assert(t:request{ params = { H = "slowbody", REQUEST_METHOD = "POST" },
+                stdin = false })
+            t:close()
+            assert.equal(408, res.status)
+        end)
+
         it("read_body of a body past --max-body ends the request with 413", function()
             local res = request("big", function()
                 ngx.req.read_body()
@@ -235,6 +259,24 @@ describe("the ngx global", function()
             end)
             assert.equal(1, got)
             assert.equal("a1truenilnullbc2\nxy", res.body)
+        end)
+
+        it("ngx.status reads 401 in an authorizer that set none", function()
+            local got
+            request("authz", function()
+                got = ngx.status
+            end, { role = "authorizer", stdin = false })
+            assert.equal(401, got)
+        end)
+
+        it("ngx.flush without wait has written the bytes too", function()
+            local got
+            local res = request("flushnowait", function(req)
+                ngx.print("x")
+                got = ngx.flush()
+            end)
+            assert.equal(1, got)
+            assert.equal("x", res.body)
         end)
 
         it("ngx.print refuses a table that is not an array", function()

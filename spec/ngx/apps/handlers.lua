@@ -4,7 +4,7 @@
 _G.ngx_load_phase = ngx.get_phase()
 _G.ngx_load_ctx = ngx.ctx
 
-return function(req)
+local function dispatch(req)
     local h = (_G.ngx_handlers or {})[req:param("H") or ""]
     if not h then
         ngx.status = 404
@@ -13,3 +13,5 @@ return function(req)
     end
     return h(req)
 end
+
+return { respond = dispatch, authorize = dispatch }
