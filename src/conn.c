@@ -25,7 +25,7 @@
 #define READ_CHUNK (1024 * 1024)
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
-static ssize_t send_output(mf_conn_t *c);
+static ssize_t send_output(mf_conn_t *c, size_t max);
 static void on_write(evutil_socket_t fd, short what, void *arg);
 
 mf_conn_t *mf_conn_new(mf_worker_t *w, int fd)
@@ -160,11 +160,11 @@ static void wake_writers(mf_conn_t *c, size_t left)
 }
 
 /*
- * One sendmsg of as much of the output as fits in a batch of iovecs. MSG_NOSIGNAL: a peer
- * that went away must not kill a process that embeds the core and never ignored SIGPIPE
- * (the busted harness, for one).
+ * One sendmsg of as much of the first max bytes of the output as fits in a batch of iovecs.
+ * MSG_NOSIGNAL: a peer that went away must not kill a process that embeds the core and never
+ * ignored SIGPIPE (the busted harness, for one).
  */
-static ssize_t send_output(mf_conn_t *c)
+static ssize_t send_output(mf_conn_t *c, size_t max)
 {
     struct evbuffer_iovec v[64];
     struct iovec iov[64];
@@ -175,9 +175,17 @@ static ssize_t send_output(mf_conn_t *c)
     if (n > 64)
         n = 64;
     for (int i = 0; i < n; i++) {
+        size_t len = v[i].iov_len < max ? v[i].iov_len : max;
         iov[i].iov_base = v[i].iov_base;
-        iov[i].iov_len = v[i].iov_len;
+        iov[i].iov_len = len;
+        max -= len;
+        if (max == 0) {
+            n = i + 1;
+            break;
+        }
     }
+    if (n <= 0 || iov[n - 1].iov_len == 0)
+        return 0;
     memset(&msg, 0, sizeof msg);
     msg.msg_iov = iov;
     msg.msg_iovlen = (size_t)n;
@@ -187,13 +195,27 @@ static ssize_t send_output(mf_conn_t *c)
     return sent;
 }
 
+/* The output up to the last whole record added; a broken connection's ends there. */
+static size_t whole_output(const mf_conn_t *c)
+{
+    return c->broken ? (size_t)(c->out_added - c->out_written) : SIZE_MAX;
+}
+
 /* Writes what it can. Returns -1 when the connection was destroyed. */
 static int conn_write(mf_conn_t *c)
 {
     size_t left = evbuffer_get_length(c->out);
 
+    if (c->broken) {
+        /* Out of memory for its output: what is whole goes out if the socket takes it now. */
+        ssize_t n = send_output(c, whole_output(c));
+        if (n > 0)
+            c->out_written += (uint64_t)n;
+        mf_conn_destroy(c);
+        return -1;
+    }
     if (left > 0) {
-        ssize_t n = send_output(c);
+        ssize_t n = send_output(c, SIZE_MAX);
         if (n < 0 && errno != EAGAIN && errno != EINTR) {
             mf_log_debug("write to fd %d failed: %s", c->fd, strerror(errno));
             mf_conn_destroy(c);
@@ -246,6 +268,16 @@ static void counted(mf_conn_t *c, size_t n)
     mf_conn_output_added(c);
 }
 
+/* An append failed: see mf_conn_add_record in conn.h. */
+static int out_failed(mf_conn_t *c)
+{
+    if (!c->broken)
+        mf_log_error("fd %d: out of memory for output; closing the connection", c->fd);
+    c->broken = 1;
+    mf_conn_output_added(c); /* the flush destroys it */
+    return -1;
+}
+
 int mf_conn_add_record2(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, size_t alen,
                         const void *b, size_t blen)
 {
@@ -255,6 +287,8 @@ int mf_conn_add_record2(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, 
     uint8_t pad = mf_record_padding(len);
     size_t size = sizeof h + len + pad;
 
+    if (c->broken)
+        return -1;
     mf_record_header_encode(h, type, id, (uint16_t)len, pad);
     if (size <= GATHER_MAX) {
         /* A small record (an answer's end, a short body): one evbuffer_add, not four. */
@@ -266,15 +300,16 @@ int mf_conn_add_record2(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, 
             memcpy(rec + sizeof h + alen, b, blen);
         memset(rec + sizeof h + len, 0, pad);
         if (evbuffer_add(c->out, rec, size) < 0)
-            return -1;
+            return out_failed(c);
         counted(c, size);
         return 0;
     }
-    /* The parts are added before anything else can run: the record stays whole. */
+    /* The parts are added before anything else can run; a failure among them leaves a
+     * partial record, which out_failed keeps from ever being written. */
     if (evbuffer_add(c->out, h, sizeof h) < 0 || (alen && evbuffer_add(c->out, a, alen) < 0) ||
         (blen && evbuffer_add(c->out, b, blen) < 0) ||
         (pad && evbuffer_add(c->out, zeros, pad) < 0))
-        return -1;
+        return out_failed(c);
     counted(c, size);
     return 0;
 }
@@ -293,7 +328,7 @@ static void on_ref_done(const void *data, size_t len, void *arg)
 }
 
 int mf_conn_add_record_ref(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, size_t alen,
-                           const void *b, size_t blen, uint64_t token)
+                           const void *b, size_t blen, uint64_t token, int *nrefs)
 {
     static const uint8_t zeros[8];
     mf_worker_t *w = c->w;
@@ -301,12 +336,15 @@ int mf_conn_add_record_ref(mf_conn_t *c, uint8_t type, uint16_t id, const void *
     size_t len = alen + blen;
     uint8_t pad = mf_record_padding(len);
     mf_ref_t *ref = w->ref_pool;
+    int added;
 
+    if (c->broken)
+        return -1;
     if (ref) {
         w->ref_pool = ref->next_free;
     } else {
         if (!(ref = malloc(sizeof *ref)))
-            return -1;
+            return out_failed(c);
         ref->next_all = w->refs;
         w->refs = ref;
     }
@@ -318,18 +356,20 @@ int mf_conn_add_record_ref(mf_conn_t *c, uint8_t type, uint16_t id, const void *
         uint8_t head[GATHER_MAX];
         memcpy(head, h, sizeof h);
         memcpy(head + sizeof h, a, alen);
-        if (evbuffer_add(c->out, head, sizeof h + alen) < 0)
-            return -1;
-    } else if (evbuffer_add(c->out, h, sizeof h) < 0 ||
-               (alen && evbuffer_add(c->out, a, alen) < 0)) {
-        return -1;
+        added = evbuffer_add(c->out, head, sizeof h + alen) == 0;
+    } else {
+        added =
+            evbuffer_add(c->out, h, sizeof h) == 0 && (!alen || evbuffer_add(c->out, a, alen) == 0);
     }
-    if (evbuffer_add_reference(c->out, b, blen, on_ref_done, ref) < 0 ||
-        (pad && evbuffer_add(c->out, zeros, pad) < 0)) {
-        /* Only the reference's failure leaves it unused; the stream is broken either way
-         * and the connection will be closed by the caller's out-of-memory answer. */
-        return -1;
+    if (!added || evbuffer_add_reference(c->out, b, blen, on_ref_done, ref) < 0) {
+        ref->next_free = w->ref_pool; /* never handed to libevent */
+        w->ref_pool = ref;
+        return out_failed(c);
     }
+    /* From here libevent releases the reference, whatever happens to the record. */
+    (*nrefs)++;
+    if (pad && evbuffer_add(c->out, zeros, pad) < 0)
+        return out_failed(c);
     counted(c, sizeof h + len + pad);
     return 0;
 }
@@ -471,7 +511,7 @@ static int handle_record(mf_conn_t *c, const mf_record_header_t *h, const uint8_
 /* A bad record: answers to the requests before it still go out, if they can. */
 static void fail_input(mf_conn_t *c)
 {
-    send_output(c);
+    send_output(c, whole_output(c));
     mf_conn_destroy(c);
 }
 

@@ -31,6 +31,7 @@ struct mf_conn {
     unsigned closing : 1;     /* close once the requests in flight are done */
     unsigned shut : 1;        /* SHUT_WR sent; input is read and discarded until EOF */
     unsigned has_waiters : 1; /* some request waits for room or for a flush */
+    unsigned broken : 1;      /* an append to out failed: the connection closes at the flush */
 
     /*
      * A STDIN or DATA record of a request that gathers its body, whose header has been
@@ -47,7 +48,7 @@ struct mf_conn {
     mf_conn_t *next, *prev; /* w->conns */
     mf_conn_t *dirty_next;
     uint64_t requests;    /* requests begun on this connection */
-    uint64_t out_added;   /* bytes ever appended to out */
+    uint64_t out_added;   /* bytes ever appended to out, in whole records */
     uint64_t out_written; /* bytes ever written from out */
 };
 
@@ -66,7 +67,13 @@ void mf_conn_output_added(mf_conn_t *c);
 /* Writes the output of every dirty connection; called before the loop blocks. */
 void mf_conn_flush_dirty(mf_worker_t *w);
 
-/* Appends one whole record (header, content, padding) to the output. */
+/*
+ * Appends one whole record (header, content, padding) to the output; -1 when out of memory.
+ * Any failure to append breaks the connection: nothing more is added to it, the whole records
+ * before the failure are written if the socket takes them at once, and it is destroyed at the
+ * next flush (never in the caller's hands), so a record header never goes out without its
+ * content, and the other connections go on.
+ */
 int mf_conn_add_record(mf_conn_t *c, uint8_t type, uint16_t id, const void *content, size_t len);
 
 /* The same with content in two parts (a then b), alen + blen <= MF_MAX_CONTENT. */
@@ -75,10 +82,12 @@ int mf_conn_add_record2(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, 
 
 /*
  * The same, with b referenced instead of copied: the caller keeps b alive until the worker
- * reports token as released (mf_ffi_worker_released), once libevent is done with it.
+ * reports token as released (mf_ffi_worker_released), once libevent is done with it. *nrefs
+ * is incremented when the reference was made, even if the record then failed: its release
+ * comes all the same.
  */
 int mf_conn_add_record_ref(mf_conn_t *c, uint8_t type, uint16_t id, const void *a, size_t alen,
-                           const void *b, size_t blen, uint64_t token);
+                           const void *b, size_t blen, uint64_t token, int *nrefs);
 
 /* Called by request.c when a request is removed from the connection. */
 void mf__conn_request_gone(mf_conn_t *c, mf_request_t *r);

@@ -566,12 +566,10 @@ int mf__request_out_append(mf_request_t *r, const char *p, size_t len, uint64_t 
          * out first; with a token, p's part is referenced, not copied. */
         size_t fill = MF_OUT_CONTENT_MAX - r->out.len;
         int rc = token ? mf_conn_add_record_ref(c, MF_STDOUT, r->id, r->out.p, r->out.len, p, fill,
-                                                token)
+                                                token, nrefs)
                        : mf_conn_add_record2(c, MF_STDOUT, r->id, r->out.p, r->out.len, p, fill);
         if (rc < 0)
             return MF_NO_MEMORY;
-        if (token)
-            (*nrefs)++;
         r->framed = 1;
         r->out.len = 0;
         p += fill;
@@ -582,9 +580,8 @@ int mf__request_out_append(mf_request_t *r, const char *p, size_t len, uint64_t 
     if (token) {
         for (size_t off = 0; off < whole; off += MF_OUT_CONTENT_MAX) {
             if (mf_conn_add_record_ref(c, MF_STDOUT, r->id, NULL, 0, p + off, MF_OUT_CONTENT_MAX,
-                                       token) < 0)
+                                       token, nrefs) < 0)
                 return MF_NO_MEMORY;
-            (*nrefs)++;
             r->framed = 1;
         }
     } else if (mf__request_frame(r, MF_STDOUT, p, whole) < 0) {

@@ -14,17 +14,40 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include <event2/event.h>
 
 mf_worker_t *mf_worker_current;
 
+static void read_clocks(mf_worker_t *w)
+{
+    struct timespec mono, wall;
+
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    clock_gettime(CLOCK_REALTIME, &wall);
+    w->now = (double)mono.tv_sec + (double)mono.tv_nsec / 1e9;
+    w->wall = (double)wall.tv_sec + (double)wall.tv_nsec / 1e9;
+    w->now_valid = 1;
+}
+
 double mf_worker_now(mf_worker_t *w)
 {
-    struct timeval tv;
+    if (!w->now_valid)
+        read_clocks(w);
+    return w->now;
+}
 
-    event_base_gettimeofday_cached(w->base, &tv);
-    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+double mf_worker_wall(mf_worker_t *w)
+{
+    if (!w->now_valid)
+        read_clocks(w);
+    return w->wall;
+}
+
+void mf__worker_new_turn(mf_worker_t *w)
+{
+    w->now_valid = 0;
 }
 
 static struct timeval to_timeval(double seconds)
@@ -259,6 +282,8 @@ int mf_ffi_worker_poll(mf_worker_t *w, int timeout_ms, mf_event_t **events)
         *events = NULL;
         return -1;
     }
+    /* One turn: its callbacks, then the handlers Lua runs on its events, share one time. */
+    mf__worker_new_turn(w);
     if (w->pending.len > 0 || timeout_ms == 0) {
         event_base_loop(w->base, EVLOOP_NONBLOCK);
     } else {

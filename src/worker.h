@@ -105,6 +105,8 @@ struct mf_worker {
     mf_worker_slot_t *slot; /* this worker's slot in it */
     double rss_checked;
     size_t params_pending; /* params bytes held by requests whose params are unfinished */
+    double now, wall;      /* mf_worker_now and mf_worker_wall of this turn */
+    int now_valid;         /* now and wall were read in this turn */
 };
 
 /* Creates a worker with its own event base; NULL on failure. */
@@ -129,8 +131,18 @@ int mf__worker_push(mf_worker_t *w, int type, mf_request_t *r, uint64_t token);
 /* Records that a referenced block was let go; Lua unpins it at its next step. */
 void mf__worker_released(mf_worker_t *w, uint64_t token);
 
-/* The loop's cached time in seconds. */
+/*
+ * The loop's time in seconds, read once per turn of the loop (the first call after the turn
+ * began reads the clock, the others reuse it). CLOCK_MONOTONIC: every timeout and idle time is
+ * measured with it, so a step of the wall clock neither fires nor delays any of them.
+ */
 double mf_worker_now(mf_worker_t *w);
+
+/* The wall clock (seconds since the epoch) read at the same moment: moonfcgi.now(). */
+double mf_worker_wall(mf_worker_t *w);
+
+/* A new turn of the loop begins: the next mf_worker_now reads the clocks again. */
+void mf__worker_new_turn(mf_worker_t *w);
 
 /* Called by conn.c when a connection goes away, to resume accepting under --max-conns. */
 void mf__worker_conn_closed(mf_worker_t *w);

@@ -14,13 +14,41 @@
 #include "unit.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+/*
+ * The wall clock, as this process sees it, is moved by wall_step seconds: these definitions
+ * take the place of libc's for the core and for libevent, so a test can step the wall clock
+ * as an administrator or NTP would, without touching the monotonic clock.
+ */
+static time_t wall_step;
+
+__attribute__((visibility("default"))) int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    int rc = (int)syscall(SYS_clock_gettime, id, ts);
+
+    if (rc == 0 && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE))
+        ts->tv_sec += wall_step;
+    return rc;
+}
+
+__attribute__((visibility("default"))) int gettimeofday(struct timeval *tv, void *tz)
+{
+    int rc = (int)syscall(SYS_gettimeofday, tv, tz);
+
+    if (rc == 0)
+        tv->tv_sec += wall_step;
+    return rc;
+}
 
 /* Byte strings */
 
@@ -1960,6 +1988,202 @@ static void authorizer_without_stdin(void)
     teardown();
 }
 
+/*
+ * Steps of the wall clock, back and forward by an hour, fire no timeout and delay none: the
+ * params timeout, a waiting read, the handler's --timeout and the idle close all follow the
+ * monotonic clock. moonfcgi.now() (mf_ffi_worker_now) follows the wall clock.
+ */
+static void wall_clock_steps_fire_no_timeout(void)
+{
+    mf_ffi_options_t o;
+    bytes_t req = {0};
+    client_t *slow, *handler, *idle;
+    mf_event_t *e;
+    const char *p;
+    size_t n;
+    resp_t r;
+    struct timespec wall;
+
+    memset(&o, 0, sizeof o);
+    o.timeout = 1.6;
+    o.idle_timeout = 1.0;
+    o.read_timeout = 1.0;
+    setup_opts(&o);
+    auto_app = 0;
+    slow = connect_client();
+    handler = connect_client();
+    idle = connect_client();
+    put_begin(&req, 1, MF_RESPONDER, MF_KEEP_CONN);
+    put_record(&req, MF_PARAMS, 1, "\1\1ab", 4);
+    send_b(slow, &req);
+    req.len = 0;
+    put_request(&req, 2, MF_RESPONDER, MF_KEEP_CONN, NULL, "A", "1", NULL);
+    send_b(handler, &req);
+    settle();
+    e = new_event(0);
+    CHECK(e != NULL);
+    if (!e)
+        goto end;
+    CHECK_EQ(mf_ffi_req_read(e->req, 0, 0, &p, &n), MF_WAIT);
+    wall_step = -3600;
+    step();
+    CHECK_EQ(mf_ffi_req_read(e->req, 0, 0, &p, &n), MF_WAIT); /* waits from a stepped time */
+    run_for(0.15);
+    wall_step = 3600;
+    step();
+    clock_gettime(CLOCK_REALTIME, &wall);
+    CHECK(mf_ffi_worker_now(W) > (double)wall.tv_sec - 2);
+    CHECK(mf_ffi_worker_now(W) < (double)wall.tv_sec + 2);
+    run_for(0.15);
+    /* Nothing fired: no 408, no read timeout, no handler timeout, no idle close. */
+    CHECK_EQ(slow->in.len, 0);
+    CHECK_EQ(count_events(MF_EV_WAKE), 0);
+    CHECK_EQ(count_events(MF_EV_TIMEOUT), 0);
+    CHECK_EQ(mf_ffi_req_read(e->req, 0, 0, &p, &n), MF_WAIT);
+    CHECK_EQ(idle->eof, 0);
+    CHECK_EQ(mf_ffi_worker_connections(W), 3);
+    /* Nor were they delayed: each fires once its time has passed on the monotonic clock. */
+    run_for(1.2);
+    collect(&slow->in, 1, &r);
+    CHECK_EQ(r.ends, 1);
+    CHECK(b_starts(&r.out, "Status: 408 Request Timeout\r\n"));
+    resp_free(&r);
+    CHECK_EQ(idle->eof, 1);
+    CHECK(count_events(MF_EV_WAKE) >= 1);
+    CHECK_EQ(mf_ffi_req_read(e->req, 0, 0, &p, &n), MF_TIMEOUT);
+    run_for(0.6);
+    CHECK_EQ(count_events(MF_EV_TIMEOUT), 1);
+    mf_ffi_req_finish(e->req, 1, MF_FINISH_TIMEOUT);
+end:
+    wall_step = 0;
+    b_free(&req);
+    teardown();
+}
+
+/*
+ * libevent's allocations, through a counter that makes one of them fail on demand: the
+ * allocation number fail_at since arm_failure() (counting from 0), while armed.
+ */
+static long allocs, fail_at = -1;
+
+static void *t_malloc(size_t n)
+{
+    if (fail_at >= 0 && allocs++ == fail_at)
+        return NULL;
+    return malloc(n);
+}
+
+static void *t_realloc(void *p, size_t n)
+{
+    if (fail_at >= 0 && allocs++ == fail_at)
+        return NULL;
+    return realloc(p, n);
+}
+
+static void arm_failure(long at)
+{
+    allocs = 0;
+    fail_at = at;
+}
+
+/* Disarms; returns whether the failure happened. */
+static int disarm_failure(void)
+{
+    int failed = fail_at >= 0 && allocs > fail_at;
+
+    fail_at = -1;
+    return failed;
+}
+
+/*
+ * An allocation failure while a response is added to a connection's output closes that
+ * connection: what the web server got is whole records only (never a header without its
+ * content), the referenced blocks are all released, and another connection goes on. Every
+ * allocation of a large write is made to fail in turn, copied and referenced.
+ */
+static void out_of_memory_closes_only_that_connection(void)
+{
+    static char big[200000];
+    int injected = 0;
+
+    memset(big, 'y', sizeof big);
+    for (int ref = 0; ref < 2; ref++) {
+        for (long k = 0; k < 16; k++) {
+            bytes_t req = {0};
+            client_t *bad, *good;
+            mf_event_t *e;
+            uint64_t *tokens;
+            uint32_t released = 0, n;
+            int nrefs = 0, rc, failed;
+            resp_t r;
+            rec_t *recs;
+
+            setup();
+            mf_log_level = -1; /* the failures are expected */
+            auto_app = 0;
+            bad = connect_client();
+            good = connect_client();
+            put_request(&req, 1, MF_RESPONDER, MF_KEEP_CONN, "", "A", "1", NULL);
+            send_b(bad, &req);
+            settle();
+            e = new_event(0);
+            CHECK(e != NULL);
+            if (!e) {
+                b_free(&req);
+                teardown();
+                return;
+            }
+            CHECK_EQ(mf_ffi_req_write(e->req, "head", 4), MF_OK);
+            arm_failure(k);
+            rc = ref ? mf_ffi_req_write_ref(e->req, big, sizeof big, 7, &nrefs)
+                     : mf_ffi_req_write(e->req, big, sizeof big);
+            failed = disarm_failure();
+            CHECK_EQ(rc, failed ? MF_NO_MEMORY : MF_OK);
+            mf_ffi_req_finish(e->req, 0, failed ? MF_FINISH_ERROR : MF_FINISH_OK);
+            settle();
+            /* Whatever reached the web server is whole records (decode checks it). */
+            decode(&bad->in, &recs);
+            free(recs);
+            collect(&bad->in, 1, &r);
+            if (failed) {
+                injected++;
+                CHECK_EQ(bad->eof, 1);
+                CHECK(r.ends <= 1);
+            } else {
+                CHECK_EQ(bad->eof, 0);
+                CHECK_EQ(r.ends, 1);
+                CHECK(b_contains(&r.out, "headyyyy"));
+            }
+            resp_free(&r);
+            /* Every reference made is released once, by the write or by the close. */
+            n = mf_ffi_worker_released(W, &tokens);
+            for (uint32_t i = 0; i < n; i++) {
+                CHECK_EQ(tokens[i], 7);
+                released++;
+            }
+            CHECK_EQ(released, (uint32_t)nrefs);
+            /* The other connection is served. */
+            req.len = 0;
+            put_request(&req, 2, MF_RESPONDER, MF_KEEP_CONN, "", "A", "1", NULL);
+            send_b(good, &req);
+            auto_app = 1;
+            settle();
+            e = new_event(1);
+            CHECK(e != NULL);
+            collect(&good->in, 2, &r);
+            CHECK_EQ(r.ends, 1);
+            CHECK(b_starts(&r.out, "Status: 200 OK\r\n"));
+            CHECK_EQ(good->eof, 0);
+            resp_free(&r);
+            b_free(&req);
+            teardown();
+            if (!failed)
+                break; /* past the last allocation the write makes */
+        }
+    }
+    CHECK(injected >= 4);
+}
+
 int main(void)
 {
     static const struct unit_test tests[] = {
@@ -1990,9 +2214,13 @@ int main(void)
          params_after_their_end_close_the_connection},
         {"authorizer_default_status", authorizer_default_status},
         {"timeouts", timeouts},
+        {"out_of_memory_closes_only_that_connection", out_of_memory_closes_only_that_connection},
+        {"wall_clock_steps_fire_no_timeout", wall_clock_steps_fire_no_timeout},
         {NULL, NULL},
     };
 
+    /* Before libevent allocates anything: the allocation failures are injected there. */
+    event_set_mem_functions(t_malloc, t_realloc, free);
     /* A web server that went away must not kill the test with SIGPIPE (main.c does this). */
     signal(SIGPIPE, SIG_IGN);
     return unit_run(tests);
