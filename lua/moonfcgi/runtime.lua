@@ -401,39 +401,80 @@ function Runtime:step(timeout_ms)
 end
 
 -- Strings whose bytes a connection's output references (request.lua's large writes), by
--- token, with the number of references libevent still holds. A token is unique in the
--- process, across runtimes, while its string is pinned; tokens of released strings are
--- reused, so both tables stay arrays (ever-growing keys made them rehash every few writes).
-local pins, pin_refs = {}, {}
+-- slot, with the number of references libevent still holds. Slots of released strings are
+-- reused, so the tables stay arrays (ever-growing keys made them rehash every few writes);
+-- the token handed to C is the slot tagged with its generation, which grows at each reuse,
+-- so a stray or late release of an earlier string in the same slot is told from a release
+-- of the string pinned there now, and ignored. Tokens are unique in the process, across
+-- runtimes, and stay below 2^53 so that a double holds them exactly.
+local PIN_SLOTS = 4294967296 -- token = generation * PIN_SLOTS + slot
+local PIN_GENERATIONS = 2097152 -- 2^21 generations per slot, then they start again at 1
+local pins, pin_refs, pin_gens = {}, {}, {}
 local free_pins, nfree_pins, top_pin = {}, 0, 0
 
-local function unpin_token(token)
-    pins[token], pin_refs[token] = nil, nil
+local function unpin_slot(slot)
+    pins[slot], pin_refs[slot] = nil, nil
     nfree_pins = nfree_pins + 1
-    free_pins[nfree_pins] = token
+    free_pins[nfree_pins] = slot
 end
 
 function request.pin(s)
-    local token
+    local slot
     if nfree_pins > 0 then
-        token = free_pins[nfree_pins]
+        slot = free_pins[nfree_pins]
         free_pins[nfree_pins] = nil
         nfree_pins = nfree_pins - 1
     else
         top_pin = top_pin + 1
-        token = top_pin
+        slot = top_pin
     end
-    pins[token] = s
-    return token
+    local gen = (pin_gens[slot] or 0) + 1
+    if gen >= PIN_GENERATIONS then
+        gen = 1
+    end
+    pin_gens[slot] = gen
+    pins[slot] = s
+    return gen * PIN_SLOTS + slot
+end
+
+-- The slot of token when its string is the one pinned there now, else nil.
+local function live_slot(token)
+    local slot = token % PIN_SLOTS
+    if pins[slot] == nil or pin_gens[slot] * PIN_SLOTS + slot ~= token then
+        return nil
+    end
+    return slot
 end
 
 function request.pinned(token, n)
+    local slot = live_slot(token)
+    if not slot then
+        return
+    end
     if n == 0 then
-        unpin_token(token)
+        unpin_slot(slot)
     else
-        pin_refs[token] = n
+        pin_refs[slot] = n
     end
 end
+
+-- libevent let go of one reference to token's string: the last one unpins it. Returns false
+-- for a token whose string is not pinned now (a stale or late release), which is ignored.
+function _M.release_pin(token)
+    local slot = live_slot(token)
+    if not slot then
+        log("debug", "release of pin token " .. token .. " whose string is not pinned; ignored")
+        return false
+    end
+    local left = (pin_refs[slot] or 1) - 1
+    if left <= 0 then
+        unpin_slot(slot)
+    else
+        pin_refs[slot] = left
+    end
+    return true
+end
+local release_pin = _M.release_pin
 
 -- Strings pinned now (for specs: every one is released once its bytes are sent).
 function _M.pinned_count()
@@ -447,15 +488,7 @@ function Runtime:unpin()
     end
     local tokens = self.relp[0]
     for i = 0, n - 1 do
-        local token = tonumber(tokens[i])
-        local left = (pin_refs[token] or 1) - 1
-        if left <= 0 then
-            if pins[token] ~= nil then
-                unpin_token(token)
-            end
-        else
-            pin_refs[token] = left
-        end
+        release_pin(tonumber(tokens[i]))
     end
 end
 
