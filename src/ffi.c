@@ -255,15 +255,15 @@ int mf_ffi_req_body(mf_request_t *r, int stream, const char **p, size_t *len)
         return rc;
     if (!(r->body_mode & bit)) {
         /* From now on the stream is gathered whole (request.c); what came before moves
-         * into the same block, sized for the announced length when it is within bounds. */
+         * into the same block, sized for the announced length when the worker may reserve
+         * it (mf__request_reserve_body). */
         struct evbuffer *b = r->in[stream];
         size_t have = b ? evbuffer_get_length(b) : 0, want = announced_length(r, stream);
         r->body_mode |= bit;
         if (have > r->w->cfg.max_body) {
             r->discard |= bit;
             evbuffer_drain(b, have);
-        } else if (mf_buf_reserve(whole, want > have && want <= r->w->cfg.max_body ? want : have) <
-                   0) {
+        } else if (mf__request_reserve_body(r, stream, have, want) < 0) {
             return MF_NO_MEMORY;
         } else if (have) {
             evbuffer_remove(b, whole->p + whole->len, have);

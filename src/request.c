@@ -109,6 +109,7 @@ static void release(mf_request_t *r)
     w->nreqs--;
     if (!r->params_done)
         w->params_pending -= r->params.len;
+    w->body_reserved -= r->ahead[0] + r->ahead[1];
     w->slots[r->slot] = NULL;
     w->free_slots[w->nfree_slots++] = r->slot;
 
@@ -336,6 +337,41 @@ static void update_stall(mf_request_t *r)
     mf__conn_update_reading(r->conn);
 }
 
+/* The reservation of a stream that ended or is dropped is no longer needed ahead. */
+static void unreserve(mf_request_t *r, int stream)
+{
+    r->w->body_reserved -= r->ahead[stream];
+    r->ahead[stream] = 0;
+}
+
+/* The most the unfinished bodies of a worker reserve ahead of their bytes. */
+static size_t body_reserve_cap(const mf_worker_t *w)
+{
+    size_t cap = 64 * 1024 * 1024;
+
+    return w->cfg.max_body * 4 > cap ? w->cfg.max_body * 4 : cap;
+}
+
+int mf__request_reserve_body(mf_request_t *r, int stream, size_t have, size_t want)
+{
+    mf_worker_t *w = r->w;
+    size_t size = have, ahead = 0;
+
+    /* 1,000 requests announcing 16 MiB each must not take 16 GB before a byte arrives:
+     * past the cap a body is not reserved ahead, and grows as it comes. body_reserved never
+     * exceeds the cap, so the subtraction cannot wrap. */
+    if (want > have && want <= w->cfg.max_body && !(stream ? r->data_eof : r->stdin_eof) &&
+        want - have <= body_reserve_cap(w) - w->body_reserved) {
+        ahead = want - have;
+        size = want;
+    }
+    if (mf_buf_reserve(&r->whole[stream], size) < 0)
+        return -1;
+    r->ahead[stream] = ahead;
+    w->body_reserved += ahead;
+    return 0;
+}
+
 /* Drops input that nobody will read: only bytes still in the connection's buffer need it. */
 static void drop_input(struct evbuffer *src, size_t len)
 {
@@ -350,8 +386,10 @@ void mf_request_input(mf_request_t *r, int stream, const uint8_t *p, struct evbu
     int eof = stream ? r->data_eof : r->stdin_eof;
     unsigned wait = stream ? MF_WAIT_DATA : MF_WAIT_READ;
 
-    if (len == 0)
+    if (len == 0) {
         r->ended |= bit; /* for the stream order, whatever happens to the bytes */
+        unreserve(r, stream);
+    }
     if (eof || (r->discard & bit)) {
         drop_input(src, len);
         return;
@@ -371,6 +409,7 @@ void mf_request_input(mf_request_t *r, int stream, const uint8_t *p, struct evbu
         uint8_t *dst = mf_request_body_room(r, stream, len);
         if (!dst) {
             r->discard |= bit;
+            unreserve(r, stream);
             mf_buf_reset(&r->whole[stream], KEEP_BUFFER);
             drop_input(src, len);
             mf_request_wake(r, wait);
@@ -414,6 +453,10 @@ uint8_t *mf_request_body_room(mf_request_t *r, int stream, size_t n)
 
 void mf_request_body_filled(mf_request_t *r, int stream, size_t n)
 {
+    size_t k = n < r->ahead[stream] ? n : r->ahead[stream];
+
+    r->ahead[stream] -= k;
+    r->w->body_reserved -= k;
     r->whole[stream].len += n;
     r->wait_since = mf_worker_now(r->w);
 }

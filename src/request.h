@@ -67,6 +67,7 @@ struct mf_request {
 
     struct evbuffer *in[2]; /* unread STDIN and DATA */
     mf_buf_t whole[2];      /* STDIN and DATA gathered for body() and data() */
+    size_t ahead[2];        /* of whole[], reserved from the announced length, not yet filled */
 
     int status;
     char reason[64];
@@ -102,6 +103,14 @@ void mf_request_input(mf_request_t *r, int stream, const uint8_t *p, struct evbu
 uint8_t *mf_request_body_room(mf_request_t *r, int stream, size_t n);
 /* n bytes were read into the room mf_request_body_room gave. */
 void mf_request_body_filled(mf_request_t *r, int stream, size_t n);
+
+/*
+ * Sizes the block body() gathers stream 0 or 1 in, which holds `have` bytes so far: for the
+ * announced length `want` when it is within --max-body and the worker's unfinished bodies
+ * have not reserved more than max(64 MiB, 4 x --max-body) ahead of their bytes; otherwise
+ * for what is there, and the block grows as the bytes arrive. -1 when out of memory.
+ */
+int mf__request_reserve_body(mf_request_t *r, int stream, size_t have, size_t want);
 void mf_request_abort(mf_request_t *r);
 
 /* The connection is gone: detach or free. */

@@ -105,6 +105,7 @@ struct mf_worker {
     mf_worker_slot_t *slot; /* this worker's slot in it */
     double rss_checked;
     size_t params_pending; /* params bytes held by requests whose params are unfinished */
+    size_t body_reserved;  /* bytes unfinished bodies reserved ahead of their arrival */
     double now, wall;      /* mf_worker_now and mf_worker_wall of this turn */
     int now_valid;         /* now and wall were read in this turn */
 };
