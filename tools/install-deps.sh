@@ -4,14 +4,19 @@
 #   tools/install-deps.sh build   compiler, LuaJIT, libevent, PCRE2, OpenSSL, busted, lua-cjson
 #   tools/install-deps.sh run     the above, plus nginx (make run puts it in front)
 #   tools/install-deps.sh test    the above, plus clang's libFuzzer, the web servers and
-#                                 clients the integration tests start
+#                                 clients the integration tests start, the upstream servers
+#                                 the socket specs start (Redis, memcached, PostgreSQL,
+#                                 dnsmasq, openssl for their certificates), and Debian's
+#                                 OpenResty Lua libraries, downloaded and unpacked but not
+#                                 installed (tools/fetch-resty.sh)
 set -eu
 
 want="build-essential cmake pkg-config libevent-dev libpcre2-dev libssl-dev lua-busted lua-cjson"
 case "${1:-build}" in
 run) want="$want nginx curl" ;;
 test) want="$want nginx curl clang libclang-rt-14-dev libfcgi-bin spawn-fcgi systemd util-linux
-    apache2-bin lighttpd caddy haproxy" ;;
+    apache2-bin lighttpd caddy haproxy redis-server redis-tools memcached postgresql
+    dnsmasq-base openssl ca-certificates" ;;
 esac
 
 missing=""
@@ -32,7 +37,16 @@ if ! command -v luajit >/dev/null 2>&1; then
     fi
 fi
 
-[ -z "$missing" ] && exit 0
+# Debian's lua-nginx-* packages for the specs: fetched, never installed (see the script).
+fetch_resty() {
+    [ "${1:-build}" = test ] || return 0
+    "$(dirname "$0")/fetch-resty.sh"
+}
+
+if [ -z "$missing" ]; then
+    fetch_resty "${1:-build}"
+    exit 0
+fi
 if [ "$(id -u)" != 0 ]; then
     echo "moonfcgi needs these Debian packages:$missing" >&2
     echo "install them as root: apt-get install$missing" >&2
@@ -53,3 +67,4 @@ trap '[ -n "$made_policy" ] && rm -f "$policy"' EXIT
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fetch_resty "${1:-build}"
