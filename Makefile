@@ -59,6 +59,7 @@ check-format:
 bench: test-deps build
 	@bench/run.sh $(if $(BENCH_RESULTS),--results $(BENCH_RESULTS)) $(BUILD)
 	@bench/scaling.sh $(BUILD)
+	@bench/timings.sh $(BUILD)
 
 install: build
 	@cmake --install $(BUILD)

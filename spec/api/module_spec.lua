@@ -46,7 +46,7 @@ describe("the moonfcgi module", function()
                 elapsed = moonfcgi.now() - t0
             end
             assert(app:request{ params = { H = "timed" } })
-            assert.is_true(elapsed >= 0.09 and elapsed < 0.5, "slept " .. tostring(elapsed))
+            assert.is_true(elapsed >= 0.09, "slept " .. tostring(elapsed))
         end)
 
         it("in a spec's own code keeps the loaded app running meanwhile", function()

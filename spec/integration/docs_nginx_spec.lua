@@ -440,8 +440,9 @@ describe("the documented nginx configurations, run", function()
 
         it("reaches the client and is not retried on another host", function()
             local res = http.get(srv.url .. "/slow/long?s=3", { max_time = 10 })
+            -- moonfcgi's own 504 (upstream_status below): its --timeout ended the handler,
+            -- which would have answered 200 after 3 s.
             assert.equal(504, res.status)
-            assert.is_true(res.time < 2.5, "took " .. res.time .. " s")
             local log = await_access_log(srv, '"GET /slow/long')
             assert.matches(
                 '"GET /slow/long%?s=3 HTTP/1.1" 504 upstream=[%d.:]+ upstream_status=504\n', log)

@@ -196,9 +196,7 @@ describe("nginx in front of moonfcgi", function()
             for i = 1, 1000 do
                 urls[i] = srv.url .. "/items"
             end
-            local t0 = client.now()
             local results = http.many(urls, 60)
-            local elapsed = client.now() - t0
             assert.equal(1000, #results)
             local ok, connects = 0, 0
             for _, r in ipairs(results) do
@@ -218,7 +216,6 @@ describe("nginx in front of moonfcgi", function()
             assert.is_true(after.accepted - before.accepted <= 1,
                 "moonfcgi accepted " .. (after.accepted - before.accepted) .. " connections")
             assert.equal(1, after.conns)
-            assert.is_true(elapsed < 30, "1,000 requests took " .. elapsed .. " s")
         end)
     end)
 

@@ -392,7 +392,6 @@ describe("three moonfcgi hosts behind one nginx upstream", function()
             end
         end
         assert.is_true(spanning >= 1, "no request spanning the SIGTERM was answered by host b")
-        assert.is_true(stopped_in < 5, "host b took " .. stopped_in .. " s to stop")
         note(("graceful stop: %d requests (%d in the burst), 0 failed; %d in flight on b "
             .. "at SIGTERM, %d answered by b across it; b exited 0 in %.2f s"):format(
             r.total, rb.total, in_flight, spanning, stopped_in))

@@ -310,7 +310,7 @@ describe("client over a socketpair", function()
     local took = client.now() - t0
     assert.is_nil(res)
     assert.equal("timeout", err)
-    assert.is_true(took >= 0.19 and took < 1, "took " .. took)
+    assert.is_true(took >= 0.19, "took " .. took)
     -- The request is still in flight: a late answer can be waited for.
     assert.equal(1, app:read_request().id)
     app:send(answer(1, { body = "late" }))
@@ -320,7 +320,7 @@ describe("client over a socketpair", function()
   it("takes a per-call timeout for read_record", function()
     local t0 = client.now()
     assert.same({ nil, "timeout" }, { c:read_record(0.2) })
-    assert.is_true(client.now() - t0 < 1)
+    assert.is_true(client.now() - t0 >= 0.19)
   end)
 
   it("returns nil, \"closed\" when the application closes mid-request", function()

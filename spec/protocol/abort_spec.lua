@@ -92,7 +92,7 @@ describe("a request that ends early", function()
                 assert(conn:send_raw(proto.abort_request(1)))
                 local recs, err = H.read_until_end(conn, 1, 5)
                 assert(recs, err)
-                for _, r in ipairs(H.read_for(conn, 0.1)) do
+                for _, r in ipairs(H.read_rest(conn)) do
                     recs[#recs + 1] = r
                 end
                 local ends = H.of(recs, 1, proto.END_REQUEST)
@@ -128,7 +128,7 @@ describe("a request that ends early", function()
             assert(conn:send_raw(H.request_bytes(1, { params = { ACTION = "sleep",
                 SECONDS = "0.1", TAG = "same write" } }) .. proto.abort_request(1)))
             local recs = assert(H.read_until_end(conn, 1))
-            for _, r in ipairs(H.read_for(conn, 0.2)) do
+            for _, r in ipairs(H.read_rest(conn)) do
                 recs[#recs + 1] = r
             end
             assert.equal(1, #H.of(recs, 1, proto.END_REQUEST))
@@ -145,7 +145,7 @@ describe("a request that ends early", function()
             local res = assert(conn:request{ id = 1, params = { TAG = "done" }, stdin = "x" })
             assert.equal("done:x", res.body)
             assert(conn:send_raw(proto.abort_request(1)))
-            local late = H.read_for(conn, 0.1)
+            local late = H.read_rest(conn)
             assert.same({}, late)
             assert.equal(0, app:stats().requests)
             res = assert(conn:request{ id = 1, params = { TAG = "after" }, stdin = "y" })

@@ -179,7 +179,7 @@ describe("records for an inactive request id", function()
             .. proto.abort_request(9)
             .. proto.record(proto.STDOUT, 1, "")
             .. proto.end_request(1, 0, 0)))
-        assert.same({}, H.read_for(conn, 0.1))
+        assert.same({}, H.read_rest(conn))
         local again = assert(conn:request{ id = 1, params = { TAG = "b" }, stdin = "2" })
         assert.equal("b:2", again.body)
         assert.equal(0, app:stats().requests)
@@ -215,8 +215,6 @@ describe("output backpressure", function()
         assert.equal(5, stable)
         assert.is_true(S.bp.written <= 4 * MiB, "written " .. S.bp.written .. " bytes unread")
         assert.is_nil(S.bp.done)
-        app:run(0.1)
-        assert.equal(last, S.bp.written)
         -- Reading everything lets it finish, with every byte in place.
         local res = assert(conn:wait(id, 30))
         assert.equal(200, res.status)
@@ -318,7 +316,6 @@ describe("--read-timeout", function()
         local t0 = client.now()
         assert(conn:send_raw(proto.begin_request(1, "responder", true)
             .. proto.record(proto.PARAMS, 1, proto.encode_params({ A = "b" }))))
-        assert.same({}, H.read_for(conn, 0.2))
         local recs = assert(H.read_until_end(conn, 1, 3))
         local res = H.response(recs, 1)
         assert.equal(408, res.status)
@@ -353,9 +350,8 @@ describe("--read-timeout", function()
             .. proto.stream(proto.PARAMS, 1, proto.encode_params({ ACTION = "read", TAG = "rt" }))
             .. proto.record(proto.STDIN, 1, "part")))
         assert.is_true(H.run_until(app, function() return S.rt and S.rt.chunks == 1 end))
-        app:run(0.15)
-        assert.is_nil(S.rt.done)
-        assert.is_true(H.run_until(app, function() return S.rt.done end, 3))
+        -- Not before: the read ends no sooner than --read-timeout after the data was sent.
+        assert.is_true(H.run_until(app, function() return S.rt.done end, 10))
         assert.is_nil(S.rt.read_result)
         assert.equal("timeout", S.rt.read_err)
         assert.is_true(client.now() - t0 >= 0.3)
@@ -390,7 +386,8 @@ describe("--timeout", function()
                                                    TAG = "over" } })
         assert.equal(504, res.status)
         assert.equal("complete", res.protocol_status)
-        assert.is_true(client.now() - t0 < 1.5)
+        assert.is_true(client.now() - t0 >= 0.3)
+        -- The 504 came while the handler still slept: the timeout, not the handler, ended it.
         assert.is_nil(S.over.done)
         assert.equal(0, app:stats().requests)
     end)
@@ -416,7 +413,9 @@ describe("--timeout with a handler blocked on write backpressure", function()
         local conn = app:connect()
         local id = assert(conn:send{ params = { ACTION = "flood", SIZE = tostring(20 * MiB),
                                                 TAG = "tw" } })
-        app:run(0.6) -- the client reads nothing meanwhile
+        -- The client reads nothing: only --timeout can end the request.
+        assert.is_true(H.run_until(app, function() return S.tw ~= nil end))
+        assert.is_true(H.run_until(app, function() return app:stats().requests == 0 end, 10))
         assert.is_nil(S.tw.done)
         local res = assert(conn:wait(id, 5))
         assert.equal(200, res.status)
@@ -424,7 +423,7 @@ describe("--timeout with a handler blocked on write backpressure", function()
         assert.is_true(#res.body > 0 and #res.body < 20 * MiB)
         assert.is_nil(res.body:find("[^x]"))
         assert.equal(0, app:stats().requests)
-        assert.same({}, H.read_for(conn, 0.05))
+        assert.same({}, H.read_rest(conn))
         conn:close()
         app:close()
     end)
@@ -442,12 +441,25 @@ describe("unread input", function()
             body[i] = ("%07d "):format(i):rep(128)
         end
         body = table.concat(body)
-        -- The handler sleeps before reading: the client's writes must stall meanwhile. It
-        -- runs in this Lua state, so it can look at the client's byte counter.
+        -- The handler reads nothing until the client's byte counter (it runs in this Lua
+        -- state, so it can look) stood still for 10 turns of the worker's loop in a row: a
+        -- host that still read would have let the client write more in each of them. Then
+        -- the client must have stalled well short of the whole body.
         local sent_while_asleep, got
         _G.api_handlers = _G.api_handlers or {}
         _G.api_handlers.slow_reader = function(req)
-            moonfcgi.sleep(0.3)
+            local last, still = -1, 0
+            for _ = 1, 5000 do
+                moonfcgi.sleep(0.001)
+                if conn.stats.sent == last then
+                    still = still + 1
+                    if still >= 10 then
+                        break
+                    end
+                else
+                    last, still = conn.stats.sent, 0
+                end
+            end
             sent_while_asleep = conn.stats.sent
             got = req:body()
         end
@@ -467,29 +479,32 @@ describe("--idle-timeout", function()
         local app = test.load(H.APP, { idle_timeout = 0.3 })
         finally(function() app:close() end)
         local conn = app:connect()
-        assert(conn:request{ params = { TAG = "i" }, stdin = "" })
-        app:run(0.1)
-        assert.is_false(conn:closed())
         local t0 = client.now()
-        assert.is_true(H.run_until(app, function() return conn:closed() end, 2))
-        assert.is_true(client.now() - t0 < 1.5)
+        assert(conn:request{ params = { TAG = "i" }, stdin = "" })
+        assert.is_true(H.run_until(app, function() return conn:closed() end, 10))
+        -- Not before: the request ended after t0, and the close came 0.3 s after that.
+        assert.is_true(client.now() - t0 >= 0.3, "closed after " .. client.now() - t0 .. " s")
         conn:close()
         app:close()
     end)
 
     it("counts the idle time from the end of the last request", function()
-        local app = test.load(H.APP, { idle_timeout = 0.3, timeout = 5 })
+        local app = test.load(H.APP, { idle_timeout = 0.5, timeout = 5 })
         finally(function() app:close() end)
         local conn = app:connect()
-        local res = assert(conn:request{ params = { ACTION = "sleep", SECONDS = "0.5",
+        -- The request outlasts --idle-timeout: counted from the last input, the connection
+        -- would be closed as soon as it ends.
+        local res = assert(conn:request{ params = { ACTION = "sleep", SECONDS = "0.8",
                                                     TAG = "long1" } })
         assert.equal("slept", res.body)
         -- Idle for less than --idle-timeout: the web server may still reuse it (nginx).
-        app:run(0.15)
-        assert.is_false(conn:closed())
+        local t0 = client.now()
         res = conn:request{ params = { TAG = "reuse" }, stdin = "d" }
-        assert.is_table(res, "the kept connection was closed before it was idle for 0.3 s")
+        assert.is_table(res, "the kept connection was closed before it was idle for 0.5 s")
         assert.equal("reuse:d", res.body)
+        -- And the idle time starts again from the end of that request.
+        assert.is_true(H.run_until(app, function() return conn:closed() end, 10))
+        assert.is_true(client.now() - t0 >= 0.5, "closed after " .. client.now() - t0 .. " s")
         conn:close()
         app:close()
     end)

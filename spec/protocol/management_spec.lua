@@ -44,7 +44,7 @@ describe("FCGI_GET_VALUES", function()
         assert.equal(proto.GET_VALUES_RESULT, rec.type)
         assert.equal(0, rec.id)
         assert.same({ "FCGI_MAX_REQS", "FCGI_MPXS_CONNS" }, names_of(rec))
-        assert.same({}, H.read_for(conn, 0.05))
+        assert.same({}, H.read_rest(conn))
         conn:close()
     end)
 
@@ -190,7 +190,7 @@ describe("FCGI_UNKNOWN_ROLE", function()
         assert(conn:send_raw(H.request_bytes(1, { role = 4, params = { TAG = "x" },
                                                   stdin = "ignored" })))
         local recs = assert(H.read_until_end(conn, 1))
-        for _, r in ipairs(H.read_for(conn, 0.05)) do
+        for _, r in ipairs(H.read_rest(conn)) do
             recs[#recs + 1] = r
         end
         assert.equal(1, #recs)
@@ -213,37 +213,49 @@ describe("FCGI_OVERLOADED", function()
         app:close()
     end)
 
-    local function sleepers(conn, n, prefix)
+    -- n requests whose handlers wait for a body the spec has not sent: they stay in flight
+    -- until release() sends it, however slow the machine is.
+    local function held(conn, n, prefix)
         local ids = {}
         for i = 1, n do
-            ids[i] = assert(conn:send{ params = { ACTION = "sleep", SECONDS = "0.15",
-                                                  TAG = prefix .. i } })
+            ids[i] = assert(conn:send{ params = { ACTION = "read", TAG = prefix .. i },
+                                       stdin = false })
         end
         return ids
     end
 
+    local function release(conn, ids)
+        for _, id in ipairs(ids) do
+            assert(conn:send_raw(proto.record(proto.STDIN, id, "body " .. id)
+                .. proto.record(proto.STDIN, id, "")))
+        end
+    end
+
     it("completes all requests at --max-reqs", function()
         local conn = app:connect()
-        local ids = sleepers(conn, 4, "at")
+        local ids = held(conn, 4, "at")
+        assert.is_true(H.run_until(app, function() return app:stats().requests == 4 end))
+        release(conn, ids)
         for i = 1, 4 do
             local res = assert(conn:wait(ids[i]))
             assert.equal("complete", res.protocol_status)
-            assert.equal("slept", res.body)
+            assert.equal("body " .. ids[i], res.body)
         end
         conn:close()
     end)
 
     it("answers one request past --max-reqs with OVERLOADED, the others complete", function()
         local conn = app:connect()
-        local ids = sleepers(conn, 4, "past")
+        local ids = held(conn, 4, "past")
         assert.is_true(H.run_until(app, function() return app:stats().requests == 4 end))
         local extra = assert(conn:send{ params = { TAG = "extra" }, stdin = "" })
         local res = assert(conn:wait(extra))
         assert.equal("overloaded", res.protocol_status)
         assert.equal("", res.stdout)
         assert.equal(1, res.records)
+        release(conn, ids)
         for i = 1, 4 do
-            assert.equal("slept", assert(conn:wait(ids[i])).body)
+            assert.equal("body " .. ids[i], assert(conn:wait(ids[i])).body)
         end
         -- Room again: the next request is served.
         assert.equal("again:", assert(conn:request{ params = { TAG = "again" }, stdin = "" }).body)
@@ -252,14 +264,16 @@ describe("FCGI_OVERLOADED", function()
 
     it("counts requests of every connection against --max-reqs", function()
         local a, b = app:connect(), app:connect()
-        local ids = sleepers(a, 2, "a")
-        local ids2 = sleepers(b, 2, "b")
+        local ids = held(a, 2, "a")
+        local ids2 = held(b, 2, "b")
         assert.is_true(H.run_until(app, function() return app:stats().requests == 4 end))
         local c = app:connect()
         assert.equal("overloaded", assert(c:request{ params = {}, stdin = "" }).protocol_status)
+        release(a, ids)
+        release(b, ids2)
         for i = 1, 2 do
-            assert.equal("slept", assert(a:wait(ids[i])).body)
-            assert.equal("slept", assert(b:wait(ids2[i])).body)
+            assert.equal("body " .. ids[i], assert(a:wait(ids[i])).body)
+            assert.equal("body " .. ids2[i], assert(b:wait(ids2[i])).body)
         end
         a:close(); b:close(); c:close()
     end)
@@ -272,16 +286,28 @@ describe("the limits with the moonfcgi binary", function()
         finally(function() p:cleanup() end)
         local conn = assert(client.connect(p.addr, { timeout = 5 }))
         local values = conn:get_values{ "FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS" }
+        -- Two requests that stay in flight until their bodies are sent; each writes "go"
+        -- first, so that once both are seen the third is sure to find the worker full.
         local ids = {}
         for i = 1, 2 do
-            ids[i] = assert(conn:send{ params = { ACTION = "sleep", SECONDS = "0.3",
-                                                  TAG = "b" .. i } })
+            ids[i] = assert(conn:send{ params = { ACTION = "read", FIRST = "go",
+                                                  TAG = "b" .. i }, stdin = false })
+        end
+        for i = 1, 2 do
+            local deadline = client.now() + 10
+            local part
+            repeat
+                part = select(3, conn:wait(ids[i], 0.05))
+            until (part and part.stdout:find("go", 1, true)) or client.now() >= deadline
+            assert.truthy(part and part.stdout:find("go", 1, true), "request " .. i
+                .. " did not start")
         end
         local c2 = assert(client.connect(p.addr, { timeout = 5 }))
-        -- Give the worker time to take the first two before the third arrives.
-        H.sleep(0.1)
         local extra = c2:request{ params = { TAG = "extra" }, stdin = "" }
         local done = {}
+        for i = 1, 2 do
+            assert(conn:send_raw(proto.record(proto.STDIN, ids[i], "")))
+        end
         for i = 1, 2 do
             done[i] = conn:wait(ids[i], 5)
         end
@@ -294,7 +320,7 @@ describe("the limits with the moonfcgi binary", function()
         assert.equal("overloaded", extra.protocol_status)
         for i = 1, 2 do
             assert.is_table(done[i])
-            assert.equal("slept", done[i].body)
+            assert.equal("go", done[i].body)
         end
     end)
 end)

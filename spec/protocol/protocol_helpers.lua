@@ -88,18 +88,24 @@ function H.read_until_end(conn, ids, timeout)
     return out
 end
 
--- Every record that arrives within `seconds` (the connection stays open).
-function H.read_for(conn, seconds)
+-- The records that arrive before the answer to a GET_VALUES sent now. The host handles a
+-- connection's records in order and queues its answers in that order, so this is everything
+-- it had to say so far, without waiting a fixed time for what should not come. Returns the
+-- list (and "closed" or another error if the connection ended first).
+function H.read_rest(conn, timeout)
     local out = {}
-    local deadline = client.now() + seconds
+    local ok, err = conn:send_raw(proto.get_values{ "FCGI_MPXS_CONNS" })
+    if not ok then
+        return out, err
+    end
+    local deadline = client.now() + (timeout or 5)
     while true do
-        local left = deadline - client.now()
-        if left <= 0 then
-            return out
-        end
-        local rec, err = conn:read_record(left)
+        local rec, rerr = conn:read_record(math.max(0, deadline - client.now()))
         if not rec then
-            return out, err
+            return out, rerr
+        end
+        if rec.type == proto.GET_VALUES_RESULT and rec.id == 0 then
+            return out
         end
         out[#out + 1] = rec
     end

@@ -247,7 +247,7 @@ describe("records", function()
                 ids[id] = id
             end
             local recs = assert(H.read_until_end(conn, ids))
-            local more = H.read_for(conn, 0.1)
+            local more = H.read_rest(conn)
             for _, r in ipairs(more) do
                 recs[#recs + 1] = r
             end

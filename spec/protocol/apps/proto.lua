@@ -82,9 +82,15 @@ function actions.flood(req)
     n.done = true
 end
 
--- Reads the body with read() until it ends or fails; records every result.
+-- Reads the body with read() until it ends or fails; records every result. With FIRST,
+-- writes and flushes that first: a client that sees it knows the request is in flight.
 function actions.read(req)
     local n = note(req)
+    local first = req:param("FIRST")
+    if first then
+        req:write(first)
+        req:flush()
+    end
     n.chunks = 0
     n.bytes = 0
     local parts = {}
