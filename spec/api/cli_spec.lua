@@ -44,6 +44,24 @@ local function run(args, env)
     return status, out
 end
 
+-- Waits until the output of p holds every pattern; true, or nil after 10 s.
+local function logged(p, patterns)
+    local deadline = client.now() + 10
+    while true do
+        local out, all = p:output(), true
+        for _, pat in ipairs(patterns) do
+            all = all and out:find(pat) ~= nil
+        end
+        if all then
+            return true
+        end
+        if client.now() >= deadline then
+            return nil
+        end
+        sleep(0.02)
+    end
+end
+
 local function lines(s)
     local t = {}
     for l in s:gmatch("[^\n]+") do
@@ -331,10 +349,12 @@ describe("moonfcgi stopping", function()
             local conns, ids = {}, {}
             for i = 1, 3 do
                 conns[i] = assert(client.connect(p.addr, { timeout = 5 }))
-                ids[i] = assert(conns[i]:send{ params = { SLEEP = "0.4", TAG = "t" .. i },
+                ids[i] = assert(conns[i]:send{ params = { SLEEP = "1", TAG = "t" .. i,
+                                                          LOG = "handler t" .. i .. " runs" },
                                                stdin = "" })
             end
-            sleep(0.15) -- the handlers are sleeping now
+            assert.truthy(logged(p, { "handler t1 runs", "handler t2 runs", "handler t3 runs" }),
+                p:output())
             p:signal(sig[2])
             local results = {}
             for i = 1, 3 do
@@ -349,6 +369,12 @@ describe("moonfcgi stopping", function()
                 assert.matches("^worker [12] t" .. i .. "$", results[i].body)
                 assert.equal("complete", results[i].protocol_status)
             end
+            -- The signal came while all three were in flight, by the workers' own count.
+            local in_flight = 0
+            for n in log:gmatch("stopping gracefully %((%d+) requests? in flight%)") do
+                in_flight = in_flight + tonumber(n)
+            end
+            assert.equal(3, in_flight, log)
             assert.equal(0, status)
         end)
     end
@@ -357,16 +383,29 @@ describe("moonfcgi stopping", function()
         local p = assert(process.moonfcgi(APP, { args = { "--workers", "1" } }))
         finally(function() p:cleanup() end)
         local conn = assert(client.connect(p.addr, { timeout = 5 }))
-        local id = assert(conn:send{ params = { SLEEP = "0.5", TAG = "busy" }, stdin = "" })
-        sleep(0.1)
+        local id = assert(conn:send{ params = { SLEEP = "1", TAG = "busy",
+                                                LOG = "handler busy runs" }, stdin = "" })
+        assert.truthy(logged(p, { "handler busy runs" }), p:output())
         p:signal(process.SIGTERM)
-        sleep(0.1)
-        local res = ask(p.addr, { TAG = "late" }, 1)
+        -- Once the master and the worker have stopped listening, a new connection is refused
+        -- (not left in a backlog): the listening socket is closed everywhere.
+        assert.truthy(logged(p, { "stopping 1 workers gracefully",
+                                  "stopping gracefully %(1 requests? in flight%)" }), p:output())
+        local deadline = client.now() + 10
+        local late, err
+        repeat
+            late, err = client.connect(p.addr, { timeout = 1 })
+            if late then
+                late:close()
+                sleep(0.01)
+            end
+        until not late or client.now() >= deadline
+        assert.is_nil(late)
+        assert.matches("refused", err)
         local busy = conn:wait(id, 5)
         conn:close()
         local status = p:wait(5)
         p:cleanup()
-        assert.is_nil(res)
         assert.is_table(busy)
         assert.equal("worker 1 busy", busy.body)
         assert.equal(0, status)

@@ -216,18 +216,27 @@ describe("output", function()
 
     describe("req:flush", function()
         it("sends what is buffered now, before the handler ends", function()
+            -- The handler goes on only once the spec has seen "early": the bytes left before
+            -- the handler ended, whatever the machine's speed.
+            local seen = false
             handlers.flush = function(req)
                 req:write("early")
                 assert(req:flush())
-                require("moonfcgi").sleep(0.3)
+                for _ = 1, 1000 do
+                    if seen then
+                        break
+                    end
+                    require("moonfcgi").sleep(0.01)
+                end
                 req:write(" late")
             end
             local conn = app:connect()
             assert(conn:send_raw(proto.request{ id = 1, params = { H = "flush" }, stdin = "" }))
-            local rec = assert(conn:read_record(0.2))
+            local rec = assert(conn:read_record(10))
             assert.equal(proto.STDOUT, rec.type)
             local _, _, body = proto.parse_cgi(rec.content)
             assert.equal("early", body)
+            seen = true
             local rest = {}
             for _ = 1, 10 do
                 local r = assert(conn:read_record(2))

@@ -214,9 +214,14 @@ describe("the request object", function()
             end
             local conn = app:connect()
             local id = assert(conn:send{ params = { H = "wait" }, stdin = false })
-            app:run(0.05)
+            for _ = 1, 1000 do
+                if started then
+                    break
+                end
+                app:run(0.01)
+            end
             assert.is_true(started)
-            assert.is_nil(got)
+            assert.is_nil(got) -- no byte of the body was sent yet
             assert(conn:send_raw(proto.stream(proto.STDIN, id, "late")))
             assert(conn:wait(id))
             assert.equal("late", got)
@@ -259,14 +264,21 @@ describe("the request object", function()
 
         for _, case in ipairs({ { 100, true }, { 101, false } }) do
             it("waits for a body of " .. case[1] .. " bytes that arrives after the call", function()
-                local got
+                local started, got = false, nil
                 handlers.body_late = function(req)
+                    started = true
                     got = { req:body() }
                 end
                 local conn = app:connect()
                 local id = assert(conn:send{ params = { H = "body_late" }, stdin = false })
-                app:run(0.05)
-                assert.is_nil(got)
+                for _ = 1, 1000 do
+                    if started then
+                        break
+                    end
+                    app:run(0.01)
+                end
+                assert.is_true(started)
+                assert.is_nil(got) -- no byte of the body was sent yet
                 local data = rep("l", case[1])
                 assert(conn:send_raw(proto.record(proto.STDIN, id, data:sub(1, 60))))
                 app:run(0.02)

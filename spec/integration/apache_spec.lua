@@ -205,7 +205,9 @@ describe("Apache httpd in front of moonfcgi", function()
 
         it("lets Apache replace a pooled connection that moonfcgi closed", function()
             local first = summary(servers.curl{ url = site.url .. "/before" })
-            servers.sleep(1.6)
+            -- moonfcgi closed Apache's pooled connection once it was idle for a second.
+            local st = servers.worker_status(idle, function(s) return s.conns == 0 end, 10)
+            assert.equal(0, st and st.conns, idle:output())
             local second = summary(servers.curl{ url = site.url .. "/after" })
             assert.equal("true", second.keep_conn)
             assert.are_not.equal(first.conns, second.conns)

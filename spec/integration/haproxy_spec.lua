@@ -6,35 +6,12 @@ package.path = "spec/support/?.lua;" .. package.path
 local servers = require "servers"
 
 local ECHO = "spec/integration/apps/interop_echo.lua"
-local SIGUSR1 = 10
 
 local stop_host = servers.stop_host
 
 local summary = servers.summary
 
--- Worker 1's line of the status SIGUSR1 makes the master log (pid, in-flight, conns), once
--- want(status) holds; workers refresh it on every tick of their loop (at most a second apart).
-local function worker_status(p, want, timeout)
-    local last
-    servers.eventually(function()
-        p:signal(SIGUSR1)
-        servers.sleep(0.05)
-        local line
-        for l in p:output():gmatch("status: worker 1 [^\n]*") do
-            line = l
-        end
-        if line then
-            last = {
-                pid = tonumber(line:match(" pid (%d+)")),
-                served = tonumber(line:match("served (%d+)")),
-                in_flight = tonumber(line:match("in%-flight (%d+)")),
-                conns = tonumber(line:match("conns (%d+)")),
-            }
-            return want(last)
-        end
-    end, timeout or 5)
-    return last
-end
+local worker_status = servers.worker_status
 
 -- The lines interop_echo.lua appended to `path` that start with `kind`, parsed.
 local function notes(path, kind)

@@ -361,7 +361,7 @@ describe("three moonfcgi hosts behind one nginx upstream", function()
         .. "requests it has in flight", function()
         local b = hosts.b
         local load = start_load(srv.url, LOADERS)
-        sleep(0.5)
+        assert.is_true(load:wait_for(function(r) return r.ok >= 12 end, 10), "no load flowing")
         local burst = start_burst(srv.url, 9)
         assert.is_true(wait_in_flight(who("b"), "/slow/burst"),
             "no request of the burst reached host b")
@@ -369,7 +369,9 @@ describe("three moonfcgi hosts behind one nginx upstream", function()
         b.proc:signal(process.SIGTERM)
         local status = b.proc:wait(10)
         local stopped_in = wall() - t_term
-        sleep(1.5)
+        -- The load goes on past the stop: 60 more answers, each a chance to fail.
+        local seen = load:results().total
+        load:wait_for(function(res) return res.total >= seen + 60 end, 20)
         local r = load:stop()
         local rb = burst:stop()
 
@@ -401,7 +403,7 @@ describe("three moonfcgi hosts behind one nginx upstream", function()
         .. "ones in flight on it on another host, but not a POST", function()
         local c = hosts.c
         local load = start_load(srv.url, LOADERS)
-        sleep(0.5)
+        assert.is_true(load:wait_for(function(r) return r.ok >= 12 end, 10), "no load flowing")
         local burst = start_burst(srv.url, 9)
         local posts = start_burst(srv.url, 6, "post")
         assert.is_true(wait_in_flight(who("c"), "/slow/burst", "/slow/post"),
@@ -409,7 +411,11 @@ describe("three moonfcgi hosts behind one nginx upstream", function()
         local t_kill = wall()
         local status, nworkers = kill_host(c.proc)
         local posts_on_c = begun(who("c"), "/slow/post")
-        sleep(1.5)
+        -- The load goes on past the kill: 60 more answers, and the bursts all answered.
+        local seen = load:results().total
+        load:wait_for(function(res) return res.total >= seen + 60 end, 20)
+        burst:wait_for(function(res) return res.total >= 9 end, 20)
+        posts:wait_for(function(res) return res.total >= 6 end, 20)
         local r = load:stop()
         local rb = burst:stop()
         local rp = posts:stop()
@@ -452,7 +458,7 @@ describe("three moonfcgi hosts behind one nginx upstream", function()
         local b = hosts.b
         local old = who("b")
         local load = start_load(srv.url, LOADERS)
-        sleep(0.3)
+        assert.is_true(load:wait_for(function(r) return r.ok >= 12 end, 10), "no load flowing")
         local t_start = wall()
         b.proc:cleanup()
         b.proc = start_host("b", b.addr)
@@ -465,7 +471,9 @@ describe("three moonfcgi hosts behind one nginx upstream", function()
             return (r.by[now] or 0) > 0
         end, 10)
         local t_back = wall()
-        sleep(1)
+        -- Enough answers after that to see the share of each host (LOADERS were in flight).
+        local seen = load:results().total
+        load:wait_for(function(res) return res.total >= seen + 60 end, 20)
         local r = load:stop()
 
         assert.is_true(back, "host b took no request within 10 s of starting again")

@@ -2,21 +2,13 @@
 -- worker must serve again once descriptors are free.
 package.path = "spec/support/?.lua;" .. package.path
 local needs = require "needs"
+local log_times = require "log_times"
 local process = require "process"
 local client = require "moonfcgi.client"
 local ffi = require "ffi"
 
 pcall(ffi.cdef, "int poll(void *fds, unsigned long nfds, int timeout);")
 
--- The times (seconds in the day, from the log's own timestamps) of the log lines that say a
--- failed accept paused accepting, oldest first.
-local function pause_stamps(log)
-    local out = {}
-    for h, m, sec in log:gmatch("%d+%-%d+%-%d+ (%d+):(%d+):([%d.]+) [^\n]*pausing accepts") do
-        out[#out + 1] = tonumber(h) * 3600 + tonumber(m) * 60 + tonumber(sec)
-    end
-    return out
-end
 
 -- How many connections wait in the kernel's accept queue of the TCP listener on
 -- 127.0.0.1:port (for a listening socket, /proc/net/tcp's rx_queue is that count).
@@ -67,17 +59,11 @@ describe("out of file descriptors", function()
         -- row, by their own timestamps, span at least 0.4 s (a timer never fires early),
         -- where a worker that spun would have written them within a millisecond. (Its CPU
         -- use meanwhile is a figure of bench/timings.sh.)
-        local stamps
-        local deadline = client.now() + 10
-        repeat
-            stamps = pause_stamps(p:output())
-            if #stamps < 5 then
-                ffi.C.poll(nil, 0, 20)
-            end
-        until #stamps >= 5 or client.now() >= deadline
+        local stamps = log_times.wait_stamps(function() return p:output() end,
+            "pausing accepts", 5)
         assert.is_true(#stamps >= 5, p:output())
         for i = 2, 5 do
-            local gap = (stamps[i] - stamps[i - 1]) % 86400 -- across midnight too
+            local gap = log_times.gap(stamps[i - 1], stamps[i])
             assert.is_true(gap >= 0.099, ("pause %d began %.3f s after the one before")
                 :format(i, gap))
         end

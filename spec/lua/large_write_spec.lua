@@ -70,7 +70,13 @@ describe("pinned strings", function()
                 collectgarbage("collect")
             end
         end
-        app:run(0.05)
+        -- The last answers are read: libevent lets go of their blocks at its next turns.
+        for _ = 1, 1000 do
+            if runtime.pinned_count() == before then
+                break
+            end
+            app:run(0.01)
+        end
         assert.equal(before, runtime.pinned_count())
         assert.is_true(runtime.pinned_count() < 8, "pins left: " .. runtime.pinned_count())
     end)

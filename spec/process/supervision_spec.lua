@@ -181,10 +181,11 @@ describe("a worker whose handler never yields", function()
         local other = st[3 - slot].pid
 
         local t0 = H.now()
-        local id = assert(spin:send{ params = { REQUEST_URI = "/spin" } })
-        -- Give the victim time to take the request: from then on its loop does not run, so
-        -- it accepts nothing more.
-        H.sleep(0.2)
+        local id = assert(spin:send{ params = { REQUEST_URI = "/spin", TAG = "v" } })
+        -- Once the victim took the request its loop does not run, so it accepts nothing more.
+        assert.truthy(H.wait_for(function()
+            return proc:output():find("spinner v started", 1, true)
+        end, 10), proc:output())
         local answered, failures, replaced_at, new_pid = {}, {}, nil, nil
         local next_status = 0
         local deadline = t0 + 12

@@ -741,6 +741,30 @@ function _M.eventually(fn, timeout)
     return nil
 end
 
+-- Worker 1's line of the status SIGUSR1 makes the master log (pid, in-flight, conns), once
+-- want(status) holds; workers refresh it on every tick of their loop (at most a second apart).
+function _M.worker_status(p, want, timeout)
+    local last
+    _M.eventually(function()
+        p:signal(10) -- SIGUSR1
+        _M.sleep(0.05)
+        local line
+        for l in p:output():gmatch("status: worker 1 [^\n]*") do
+            line = l
+        end
+        if line then
+            last = {
+                pid = tonumber(line:match(" pid (%d+)")),
+                served = tonumber(line:match("served (%d+)")),
+                in_flight = tonumber(line:match("in%-flight (%d+)")),
+                conns = tonumber(line:match("conns (%d+)")),
+            }
+            return want(last)
+        end
+    end, timeout or 5)
+    return last
+end
+
 -- `path` made absolute against the working directory.
 function _M.absolute(path)
     if path:sub(1, 1) == "/" then

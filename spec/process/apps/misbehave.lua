@@ -6,8 +6,12 @@ local moonfcgi = require "moonfcgi"
 pcall(ffi.cdef, "int getpid(void);")
 
 local routes = {
-    -- Never yields: the worker's loop stops, and only the master can end it.
-    ["/spin"] = function()
+    -- Never yields: the worker's loop stops, and only the master can end it. With TAG, logs
+    -- first, so a spec knows the worker took it.
+    ["/spin"] = function(req)
+        if req:param("TAG") then
+            moonfcgi.log("info", "spinner " .. req:param("TAG") .. " started")
+        end
         while true do
         end
     end,
