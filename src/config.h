@@ -1,5 +1,5 @@
 /*
- * The command line (api.md section 1) and the settings every module reads.
+ * The command line (docs/api.md, "Command line") and the settings every module reads.
  */
 #ifndef MF_CONFIG_H
 #define MF_CONFIG_H
@@ -30,7 +30,7 @@ typedef struct mf_config {
 
 enum { MF_CONFIG_SERVE = 0, MF_CONFIG_HELP = 1, MF_CONFIG_VERSION = 2 };
 
-/* Fills cfg with the defaults of api.md. */
+/* Fills cfg with the defaults of docs/api.md. */
 void mf_config_defaults(mf_config_t *cfg);
 
 /*

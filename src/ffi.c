@@ -89,7 +89,7 @@ int mf_ffi_worker_number(mf_worker_t *w)
 
 double mf_ffi_worker_now(mf_worker_t *w)
 {
-    /* api.md: "the event loop's current time", as the epoch-based wall clock that ngx.now()
+    /* docs/api.md: "the event loop's current time", as the epoch-based wall clock that ngx.now()
      * and os.date expect; timeouts never use it. */
     return mf_worker_wall(w);
 }

@@ -20,8 +20,8 @@ typedef struct mf_listen_set {
 } mf_listen_set_t;
 
 /*
- * Opens or inherits the listening sockets, in the order of api.md section 1. Returns 0, or -1
- * with a one-line message in err.
+ * Opens or inherits the listening sockets, in the order of docs/api.md, "Command line". Returns
+ * 0, or -1 with a one-line message in err.
  */
 int mf_listener_open(const mf_config_t *cfg, mf_listen_set_t *set, char *err, size_t errlen);
 

@@ -1,5 +1,5 @@
 /*
- * moonfcgi: the command line (api.md section 1).
+ * moonfcgi: the command line (docs/api.md, "Command line").
  */
 #include "check.h"
 #include "config.h"

@@ -539,7 +539,7 @@ int mf__request_emit_headers(mf_request_t *r)
     size_t n, rlen;
 
     if (r->role == MF_AUTHORIZER && !r->status_set)
-        status = 401; /* api.md: an authorizer that sets no status denies */
+        status = 401; /* docs/api.md: an authorizer that sets no status denies */
     reason = r->reason[0] ? r->reason : reason_phrase(status);
     rlen = strlen(reason);
     /* Built by hand: this runs once per response, and printf showed in profiles. The status

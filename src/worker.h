@@ -123,7 +123,7 @@ extern mf_worker_t *mf_worker_current;
 /* Handles SIGTERM, SIGINT (stop) and SIGHUP (reload) in this worker's loop. */
 int mf_worker_catch_signals(mf_worker_t *w);
 
-/* Starts the graceful stop of api.md: no new connections, in-flight requests finish. */
+/* Starts the graceful stop of docs/api.md: no new connections, in-flight requests finish. */
 void mf_worker_stop(mf_worker_t *w);
 
 /* Appends an event for Lua; returns -1 when out of memory. */

@@ -1,4 +1,4 @@
--- The moonfcgi module of api.md section 4, in the host and in specs.
+-- The moonfcgi module (docs/api.md, "The `moonfcgi` module"), in the host and in specs.
 local runtime = require "moonfcgi.runtime"
 
 local select, tostring, type, error = select, tostring, type, error

@@ -1,4 +1,4 @@
--- The request object of api.md section 3: a thin wrapper over the FFI functions of
+-- The request object (docs/api.md, "The request object"): a thin wrapper over the FFI functions of
 -- src/ffi.c. C reports MF_WAIT where a call must wait; this side yields (request.wait_io is
 -- set by runtime.lua) and asks again once the scheduler resumes it.
 local ffi = require "ffi"

@@ -51,7 +51,7 @@ local function app_dir(path)
     return path:match("^(.*)/[^/]*$") or "."
 end
 
--- Puts the app's folder first on the module paths (api.md section 2).
+-- Puts the app's folder first on the module paths (docs/api.md, "The app file").
 local function add_app_dir(dir)
     local p = dir .. "/?.lua;" .. dir .. "/?/init.lua;"
     if package.path:sub(1, #p) ~= p then

@@ -1,6 +1,7 @@
--- The test API of api.md section 5. test.load() runs the app in this very Lua state with the
--- host's own loader and a worker of the real C core; app:request{} sends real FastCGI records
--- to that worker over a socketpair and runs its event loop until the answer is complete.
+-- The test API (docs/api.md, "Testing handlers with busted"). test.load() runs the app in this
+-- very Lua state with the host's own loader and a worker of the real C core; app:request{}
+-- sends real FastCGI records to that worker over a socketpair and runs its event loop until the
+-- answer is complete.
 local ffi = require "ffi"
 local core = require "moonfcgi.core"
 local runtime = require "moonfcgi.runtime"
@@ -80,9 +81,10 @@ function App:connect(opts)
     })
 end
 
--- Sends one request and returns the result table of api.md section 5, or nil, err.
--- opts: role, params, stdin, data (strings or lists of chunks), keep_conn (default true:
--- requests share one kept connection, as nginx does with fastcgi_keep_conn on), timeout.
+-- Sends one request and returns the result table of docs/api.md, "Testing handlers with
+-- busted", or nil, err. opts: role, params, stdin, data (strings or lists of chunks), keep_conn
+-- (default true: requests share one kept connection, as nginx does with fastcgi_keep_conn on),
+-- timeout.
 function App:request(opts)
     opts = opts or {}
     if type(opts) ~= "table" then

@@ -1,4 +1,4 @@
--- api.md section 2, "The app file": the forms an app may take, what is not an app, and where
+-- docs/api.md, "The app file": the forms an app may take, what is not an app, and where
 -- `require` looks first.
 local test = require "moonfcgi.test"
 

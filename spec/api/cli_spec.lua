@@ -1,6 +1,6 @@
--- api.md section 1, the command line, against the moonfcgi binary ($MOONFCGI_BIN): options,
--- --check, the listening forms, --allow and FCGI_WEB_SERVER_ADDRS, the stopping signals, and
--- what reaches the host log.
+-- docs/api.md, "Command line": the command line, against the moonfcgi binary ($MOONFCGI_BIN):
+-- options, --check, the listening forms, --allow and FCGI_WEB_SERVER_ADDRS, the stopping
+-- signals, and what reaches the host log.
 package.path = "spec/support/?.lua;" .. package.path
 local ffi = require "ffi"
 local process = require "process"

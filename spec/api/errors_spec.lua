@@ -1,4 +1,4 @@
--- api.md section 3, "Errors": a handler that raises an error (or fails an assert).
+-- docs/api.md, "The request object", "Errors": a handler that raises an error (or fails an assert).
 local test = require "moonfcgi.test"
 
 _G.api_handlers = _G.api_handlers or {}

@@ -1,4 +1,4 @@
--- api.md section 4, the moonfcgi module, as handlers and specs see it.
+-- docs/api.md, "The `moonfcgi` module": the moonfcgi module, as handlers and specs see it.
 local test = require "moonfcgi.test"
 local moonfcgi = require "moonfcgi"
 

@@ -1,5 +1,5 @@
--- api.md section 3, "Output" and the authorizer role: what a handler sends and how it
--- reaches the web server.
+-- docs/api.md, "The request object", "Output" and the authorizer role: what a handler sends and
+-- how it reaches the web server.
 local test = require "moonfcgi.test"
 local proto = require "moonfcgi.proto"
 

@@ -1,5 +1,5 @@
--- api.md section 3, the request object: identity, params and input, one describe per field or
--- method. Each spec registers its handler in _G.api_handlers (see apps/handlers.lua) and
+-- docs/api.md, "The request object": identity, params and input, one describe per field
+-- or method. Each spec registers its handler in _G.api_handlers (see apps/handlers.lua) and
 -- keeps what the handler saw in `got`, to assert on it here.
 local test = require "moonfcgi.test"
 local proto = require "moonfcgi.proto"

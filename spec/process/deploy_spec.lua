@@ -1,5 +1,5 @@
--- Deployment (api.md section 1): where moonfcgi takes its listening socket from (fd 0 from a
--- spawner, systemd socket activation), dropping privileges with --user, the pid file,
+-- Deployment (docs/api.md, "Command line"): where moonfcgi takes its listening socket from (fd
+-- 0 from a spawner, systemd socket activation), dropping privileges with --user, the pid file,
 -- `moonfcgi --check` in a reload script, and the systemd units in contrib/.
 package.path = "spec/support/?.lua;spec/process/?.lua;" .. package.path
 local needs = require "needs"

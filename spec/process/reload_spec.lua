@@ -1,7 +1,7 @@
--- Reloading under load (api.md section 1, "Reloading"): the master compiles the new code once
--- and only then asks the workers to load it; requests already running finish on the old code,
--- new requests run the new code, and no request fails. A version that does not load is
--- refused with one error line and the old one keeps serving.
+-- Reloading under load (docs/api.md, "Command line", and docs/process.md, "Reloading"): the
+-- master compiles the new code once and only then asks the workers to load it; requests already
+-- running finish on the old code, new requests run the new code, and no request fails. A
+-- version that does not load is refused with one error line and the old one keeps serving.
 package.path = "spec/support/?.lua;spec/process/?.lua;" .. package.path
 local process = require "process"
 local H = require "process_helpers"

@@ -1,5 +1,6 @@
--- A graceful stop (api.md section 1, "Signals"): on SIGTERM or SIGINT the master stops
--- accepting, the requests in flight finish (up to --timeout) and it exits 0.
+-- A graceful stop (docs/api.md, "Command line", and docs/process.md, "Signals"): on SIGTERM or
+-- SIGINT the master stops accepting, the requests in flight finish (up to --timeout) and it
+-- exits 0.
 package.path = "spec/support/?.lua;spec/process/?.lua;" .. package.path
 local process = require "process"
 local client = require "moonfcgi.client"

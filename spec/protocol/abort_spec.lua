@@ -1,8 +1,8 @@
--- Requests that end early (fastcgi.md "Requests" and "Consequences"): FCGI_ABORT_REQUEST, and
--- the connection closing under a running request, in every phase of a request's life. Each
--- time: exactly one END_REQUEST (when the connection is still there), nothing for the id
--- after it, the handler sees req:aborted() and failing reads and writes, and the core's
--- request count returns to 0.
+-- Requests that end early (docs/protocol.md "Requests" and "How the web servers behave"):
+-- FCGI_ABORT_REQUEST, and the connection closing under a running request, in every phase of a
+-- request's life. Each time: exactly one END_REQUEST (when the connection is still there),
+-- nothing for the id after it, the handler sees req:aborted() and failing reads and writes, and
+-- the core's request count returns to 0.
 package.path = "spec/support/?.lua;spec/protocol/?.lua;" .. package.path
 local test = require "moonfcgi.test"
 local proto = require "moonfcgi.proto"

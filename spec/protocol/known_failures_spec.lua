@@ -1,4 +1,4 @@
--- fastcgi.md "Known failures of other implementations (test each of these on ours)": one
+-- docs/protocol.md "Bugs of other implementations we test for": one
 -- describe per implementation, one `it` per failure.
 package.path = "spec/support/?.lua;spec/protocol/?.lua;" .. package.path
 local test = require "moonfcgi.test"

@@ -1,6 +1,6 @@
 -- Management records (FCGI_GET_VALUES, FCGI_UNKNOWN_TYPE) and the END_REQUEST protocol
--- statuses other than REQUEST_COMPLETE (UNKNOWN_ROLE, OVERLOADED): api.md section 1
--- "Management records" and fastcgi.md "Requests".
+-- statuses other than REQUEST_COMPLETE (UNKNOWN_ROLE, OVERLOADED): docs/protocol.md
+-- "Management records" and "Requests".
 package.path = "spec/support/?.lua;spec/protocol/?.lua;" .. package.path
 local test = require "moonfcgi.test"
 local proto = require "moonfcgi.proto"

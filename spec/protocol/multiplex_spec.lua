@@ -1,4 +1,4 @@
--- Many requests on one connection (fastcgi.md: we answer FCGI_MPXS_CONNS=1, HAProxy
+-- Many requests on one connection (docs/protocol.md: we answer FCGI_MPXS_CONNS=1, HAProxy
 -- multiplexes): each gets its own answer, and the records of different requests never mix.
 package.path = "spec/support/?.lua;spec/protocol/?.lua;" .. package.path
 local test = require "moonfcgi.test"

@@ -1,4 +1,4 @@
--- The record layer of fastcgi.md "Records": how the core reads what a web server sends, and
+-- The record layer of docs/protocol.md "Records": how the core reads what a web server sends, and
 -- the records it sends back. Driven through the in-process core with raw bytes.
 package.path = "spec/support/?.lua;spec/protocol/?.lua;" .. package.path
 local test = require "moonfcgi.test"

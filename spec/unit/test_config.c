@@ -1,6 +1,6 @@
 /*
- * Unit tests of src/config.c: the command line of api.md section 1 (mf_config_parse) and the
- * size syntax (mf_config_parse_size).
+ * Unit tests of src/config.c: the command line of docs/api.md, "Command line" (mf_config_parse)
+ * and the size syntax (mf_config_parse_size).
  */
 #include "config.h"
 #include "log.h"

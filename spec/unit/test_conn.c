@@ -1590,7 +1590,7 @@ static void params_after_their_end_close_the_connection(void)
     teardown();
 }
 
-/* An authorizer that sets no status denies (api.md); one that fails answers 500. */
+/* An authorizer that sets no status denies (docs/api.md); one that fails answers 500. */
 static void authorizer_default_status(void)
 {
     bytes_t req = {0};

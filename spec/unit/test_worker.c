@@ -1,6 +1,6 @@
 /*
  * Unit tests of src/worker.c: the event queue that mf_ffi_worker_poll hands to Lua, timers,
- * and the graceful stop (api.md: no new connections, requests in flight finish, those still
+ * and the graceful stop (docs/api.md: no new connections, requests in flight finish, those still
  * running at the deadline are told to end).
  */
 #include "conn.h"
