@@ -19,8 +19,15 @@ describe("the moonfcgi module", function()
     describe("moonfcgi.sleep", function()
         it("lets other requests run: the second completes while the first sleeps", function()
             local order = {}
+            -- The sleeper sleeps until the quick one has run (bounded): were sleep to block
+            -- the worker, the quick one could not run meanwhile, and the order would differ.
             handlers.sleeper = function(req)
-                moonfcgi.sleep(0.3)
+                for _ = 1, 1000 do
+                    moonfcgi.sleep(0.01)
+                    if order[1] == "quick" then
+                        break
+                    end
+                end
                 order[#order + 1] = "sleeper"
                 req:write("slept")
             end
