@@ -379,6 +379,7 @@ describe("the ngx global", function()
             { "ngx.req.socket", function() return ngx.req.socket() end },
             { "ngx.req.set_header", function() return ngx.req.set_header("a", "b") end },
             { "ngx.exec", function() return ngx.exec("/x") end },
+            { "ngx.timer.at", function() return ngx.timer.at(0, print) end },
         }) do
             it("raises an error naming " .. call[1], function()
                 local res = request("missing", call[2])

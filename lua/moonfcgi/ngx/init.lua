@@ -220,6 +220,13 @@ else
         { "tcp", "udp", "stream", "connect" })
 end
 
+-- Until the shared-state and timer layers exist: no shared dictionaries (indexing one gives
+-- nil, as for a dictionary nginx.conf does not declare), and timers that say they are not
+-- there (lua-resty-kafka's producer copies ngx.timer.at when it is required).
+ngx.shared = {}
+ngx.timer = feature_table("ngx.timer", "this build has no timers",
+    { "at", "every", "running_count", "pending_count" })
+
 -- ngx.ctx and ngx.status read and write the current request; ngx.headers_sent reads it.
 local getters = { ctx = req.get_ctx, status = req.get_status, headers_sent = req.headers_sent }
 local setters = { ctx = req.set_ctx, status = req.set_status }
