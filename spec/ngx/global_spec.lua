@@ -406,12 +406,17 @@ describe("ngx.log", function()
     it("writes to the host log at the matching level, as OpenResty formats its arguments",
        function()
         local p = assert(process.moonfcgi("spec/ngx/apps/log.lua",
-            { args = { "--workers", "1", "--log-level", "info" } }))
+            { args = { "--workers", "2", "--log-level", "info" } }))
         local c = assert(client.connect(p.addr))
         local res = assert(c:request{ params = { REQUEST_METHOD = "GET", REQUEST_URI = "/" },
             stdin = "" })
         c:close()
         assert.equal(200, res.status)
+        -- ngx.worker in the binary: this worker's id from 0, the --workers count, its pid.
+        local id, count, pid = res.body:match("^ok (%d)/(%d) (%d+)\n$")
+        assert.is_truthy(id == "0" or id == "1", res.body)
+        assert.equal("2", count)
+        assert.are_not.equal(tostring(p.pid), pid)
         local out
         for _ = 1, 200 do
             out = p:output()

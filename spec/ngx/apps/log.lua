@@ -5,5 +5,5 @@ return function()
     ngx.log(ngx.ERR, "an error")
     ngx.log(ngx.DEBUG, "a debug line")
     ngx.log(ngx.INFO, "handler done")
-    ngx.say("ok")
+    ngx.say("ok ", ngx.worker.id(), "/", ngx.worker.count(), " ", ngx.worker.pid())
 end
