@@ -1,9 +1,12 @@
 -- Debian's packaged OpenResty libraries for the spec/ngx specs, unmodified: fetched and
 -- unpacked by spec/support/upstreams.lua (never installed), put first on package.path, and
 -- each module checked byte for byte against its package before a spec uses it.
-local upstreams = require "spec.support.upstreams"
+if not package.path:find("spec/support/?.lua", 1, true) then
+    package.path = "spec/support/?.lua;" .. package.path
+end
+local upstreams = require "upstreams"
 
-local _M = {}
+local _M = { upstreams = upstreams }
 
 -- Requires the modules named (Debian's names: nginx.redis, resty.lrucache, ...) from the
 -- unpacked packages and returns them in order; raises unless every file is the package's.
