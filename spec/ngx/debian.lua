@@ -1,7 +1,7 @@
 -- Debian's packaged OpenResty libraries for the spec/ngx specs, unmodified: fetched and
 -- unpacked by spec/support/upstreams.lua (never installed), put first on package.path, and
 -- each module checked byte for byte against its package before a spec uses it.
-if not package.path:find("spec/support/?.lua", 1, true) then
+if package.path:sub(1, 19) ~= "spec/support/?.lua;" then
     package.path = "spec/support/?.lua;" .. package.path
 end
 local upstreams = require "upstreams"
