@@ -1,5 +1,6 @@
 #include "config.h"
 #include "log.h"
+#include "shdict.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -35,6 +36,8 @@ const char mf_config_usage[] =
     "  --watch                reload when the app or its modules change\n"
     "  --log-level LEVEL      error, warn, info or debug (default info)\n"
     "  --pid-file PATH        write the master's pid to PATH\n"
+    "  --shared NAME:SIZE     a dictionary shared by all workers, moonfcgi.shared.NAME and\n"
+    "                         ngx.shared.NAME (SIZE with k, m or g; repeatable)\n"
     "\n"
     "signals to the master: SIGHUP reloads the app, SIGTERM/SIGINT stop gracefully,\n"
     "SIGUSR1 writes each worker's status to the log\n";
@@ -125,13 +128,14 @@ enum {
     OPT_LOG_LEVEL,
     OPT_PID_FILE,
     OPT_CHECK_TIMEOUT,
+    OPT_SHARED,
     OPT_COUNT
 };
 
 static const char *const value_opts[OPT_COUNT] = {
-    "--listen",      "--workers", "--max-conns",    "--max-reqs",     "--max-params",
-    "--max-body",    "--timeout", "--idle-timeout", "--read-timeout", "--allow",
-    "--socket-mode", "--user",    "--log-level",    "--pid-file",     "--check-timeout",
+    "--listen",    "--workers",      "--max-conns",     "--max-reqs", "--max-params",  "--max-body",
+    "--timeout",   "--idle-timeout", "--read-timeout",  "--allow",    "--socket-mode", "--user",
+    "--log-level", "--pid-file",     "--check-timeout", "--shared",
 };
 
 static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t errlen)
@@ -180,6 +184,27 @@ static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t
         ok = *v != '\0';
         cfg->pid_file = v;
         break;
+    case OPT_SHARED: {
+        char name[MF_SHDICT_NAME_MAX + 1];
+        size_t size;
+        if (cfg->nshared == (int)(sizeof cfg->shared / sizeof cfg->shared[0])) {
+            snprintf(err, errlen, "--shared: at most %d dictionaries",
+                     (int)(sizeof cfg->shared / sizeof cfg->shared[0]));
+            return -1;
+        }
+        if (mf_shdict_parse(v, name, &size, err, errlen) < 0)
+            return -1;
+        for (int i = 0; i < cfg->nshared; i++) {
+            size_t n = strlen(name);
+            if (strncmp(cfg->shared[i], name, n) == 0 && cfg->shared[i][n] == ':') {
+                snprintf(err, errlen, "--shared: the dictionary '%s' is declared twice", name);
+                return -1;
+            }
+        }
+        cfg->shared[cfg->nshared++] = v;
+        ok = 1;
+        break;
+    }
     case OPT_LOG_LEVEL:
         cfg->log_level = mf_log_parse_level(v);
         ok = cfg->log_level >= 0;

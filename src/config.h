@@ -22,6 +22,8 @@ typedef struct mf_config {
     unsigned socket_mode;
     const char *user;
     const char *pid_file;
+    const char *shared[64]; /* --shared NAME:SIZE, as given */
+    int nshared;
     int watch;
     int log_level;
     int check;  /* --check: compile the app and exit */

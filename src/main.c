@@ -6,6 +6,7 @@
 #include "listener.h"
 #include "log.h"
 #include "master.h"
+#include "shdict.h"
 #include "vm.h"
 #include "worker.h"
 
@@ -40,6 +41,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "moonfcgi: app file '%s' not found or not a regular file\n", cfg.app_path);
         return 2;
     }
+    /* Before the check and the first fork: the app's top level may use them, and every
+     * worker inherits the same mappings. */
+    for (int i = 0; i < cfg.nshared; i++)
+        if (mf_shdict_declare(cfg.shared[i], err, sizeof err) < 0) {
+            fprintf(stderr, "moonfcgi: %s\n", err);
+            return 1;
+        }
     if (cfg.check) {
         /* The same check as a reload's: the app's top level runs in a child process. */
         char msg[4096], *snapshot;

@@ -9,6 +9,7 @@
 #include "check.h"
 #include "listener.h"
 #include "log.h"
+#include "shdict.h"
 #include "snapshot.h"
 #include "status.h"
 #include "vm.h"
@@ -211,6 +212,14 @@ static void log_status(master_t *m)
                     i + 1, (int)s->pid, (int)s->app_version, (unsigned long long)s->served,
                     (unsigned)s->in_flight, (unsigned)s->conns, (unsigned long long)s->accepted,
                     (unsigned long long)s->rss_kib, s->pid ? mf_status_clock() - s->started : 0.0);
+    }
+    for (int i = 0; i < mf_ffi_shdict_count(); i++) {
+        mf_shdict_t *d = mf_ffi_shdict_at(i);
+        uint64_t capacity, free_bytes, keys;
+        mf_shdict_figures(d, &capacity, &free_bytes, &keys);
+        mf_log_info("status: shared %s capacity %llu free %llu keys %llu", mf_ffi_shdict_name(d),
+                    (unsigned long long)capacity, (unsigned long long)free_bytes,
+                    (unsigned long long)keys);
     }
 }
 

@@ -31,6 +31,17 @@ function _M.log(level, ...)
     runtime.log(level, concat(parts, " ", 1, n))
 end
 
+-- moonfcgi.shared.NAME: the dictionaries of --shared (in moonfcgi.test, those test.load
+-- declared for the app that runs). The ngx layer's ngx.shared is this same table.
+_M.shared = setmetatable({}, {
+    __index = function(_, name)
+        return runtime.shared()[name]
+    end,
+    __newindex = function()
+        error("moonfcgi.shared is read-only: declare dictionaries with --shared NAME:SIZE", 2)
+    end,
+})
+
 return setmetatable(_M, {
     __index = function(_, k)
         if k == "worker" then

@@ -4,6 +4,7 @@
 local ffi = require "ffi"
 local core = require "moonfcgi.core"
 local request = require "moonfcgi.request"
+local shdict = require "moonfcgi.shdict"
 
 local C = core.C
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
@@ -31,6 +32,8 @@ Runtime.__index = Runtime
 
 -- The runtime and slot whose coroutine is running now.
 local current_rt, current_slot
+-- The runtime whose app is being loaded (its top level runs outside any coroutine of ours).
+local loading_rt
 
 local function log(level, msg)
     if LOG[level] <= C.mf_ffi_log_level() then
@@ -174,9 +177,12 @@ function _M.load_app(path, ctx)
         .. "respond, authorize and/or filter functions"
 end
 
-function _M.new(w)
+-- shared: name -> dictionary for this runtime's app (moonfcgi.test's private ones);
+-- default: the dictionaries of --shared.
+function _M.new(w, shared)
     local rt = setmetatable({
         w = w,
+        shared = shared or shdict.declared(),
         cos = {},        -- slot -> coroutine
         reqs = {},       -- slot -> request object
         serials = {},    -- slot -> serial of the request in it
@@ -240,8 +246,11 @@ function Runtime:load(path, from_snapshot)
             end
         end
     end
+    local prev_loading = loading_rt
+    loading_rt = self
     local handlers, err = _M.load_app(self.path,
         { dir = dir, read = from_snapshot and read_snapshot or read_disk })
+    loading_rt = prev_loading
     if not handlers then
         for name, mod in pairs(saved) do
             package.loaded[name] = mod
@@ -584,6 +593,12 @@ end
 function _M.worker()
     local rt = current_rt or _M.runtimes[1]
     return rt and rt.w
+end
+
+-- The dictionaries moonfcgi.shared names: those of the app running (or loading) now.
+function _M.shared()
+    local rt = current_rt or loading_rt or _M.runtimes[1]
+    return rt and rt.shared or shdict.declared()
 end
 
 function _M.worker_number()

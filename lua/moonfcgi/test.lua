@@ -6,6 +6,7 @@ local ffi = require "ffi"
 local core = require "moonfcgi.core"
 local runtime = require "moonfcgi.runtime"
 local client = require "moonfcgi.client"
+local shdict = require "moonfcgi.shdict"
 
 local C = core.C
 local setmetatable, type, error, pairs = setmetatable, type, error, pairs
@@ -18,8 +19,10 @@ App.__index = App
 local LEVELS = { none = -1, error = 0, warn = 1, info = 2, debug = 3 }
 
 -- opts: max_conns, max_reqs, max_params, max_body, timeout, idle_timeout, read_timeout
--- (as on the command line, in bytes and seconds) and log_level ("none", "error" (the
--- default), "warn", "info", "debug", or $MOONFCGI_LOG_LEVEL).
+-- (as on the command line, in bytes and seconds), log_level ("none", "error" (the
+-- default), "warn", "info", "debug", or $MOONFCGI_LOG_LEVEL) and shared (name -> size,
+-- "1m" or bytes: dictionaries of this app alone, as --shared declares them; app.shared
+-- holds them, and app:close() unmaps them).
 function _M.load(path, opts)
     if type(path) ~= "string" then
         error("bad argument #1 to 'load' (path of an app file expected)", 2)
@@ -39,15 +42,35 @@ function _M.load(path, opts)
     if w == nil then
         error("cannot create a worker", 2)
     end
-    local rt = runtime.new(w)
+    local dicts = {}
+    if opts.shared ~= nil then
+        if type(opts.shared) ~= "table" then
+            error("bad option 'shared' (a table of name = size expected)", 2)
+        end
+        for name, size in pairs(opts.shared) do
+            local ok, d = pcall(shdict.new, name, size)
+            if not ok then
+                for _, made in pairs(dicts) do
+                    shdict.free(made)
+                end
+                C.mf_ffi_worker_free(w)
+                error(d, 2)
+            end
+            dicts[name] = d
+        end
+    end
+    local rt = runtime.new(w, dicts)
     local ok, err = rt:load(path)
     if not ok then
         C.mf_ffi_worker_close(w)
         rt:close()
         C.mf_ffi_worker_free(w)
+        for _, d in pairs(dicts) do
+            shdict.free(d)
+        end
         error(err, 2)
     end
-    return setmetatable({ rt = rt, w = w, path = path }, App)
+    return setmetatable({ rt = rt, w = w, path = path, shared = dicts }, App)
 end
 
 -- Runs the worker's loop once, waiting at most `seconds` (bounded to 10 ms a turn).
@@ -142,6 +165,9 @@ function App:close()
         self.rt:close()
         C.mf_ffi_worker_free(self.w)
         self.w = nil
+        for _, d in pairs(self.shared) do
+            shdict.free(d)
+        end
     end
 end
 

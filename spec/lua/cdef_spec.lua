@@ -2,6 +2,7 @@
 -- mirror: a mismatch would make LuaJIT call C with the wrong arguments, silently.
 local core = require "moonfcgi.core"
 local codec = require "moonfcgi.ngx.codec"
+local shdict = require "moonfcgi.shdict"
 
 local function normalize(s)
     return (s:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
@@ -17,6 +18,7 @@ end
 for _, pair in ipairs({
     { "src/ffi.h", "lua/moonfcgi/core.lua", core.cdef },
     { "src/ngx.h", "lua/moonfcgi/ngx/codec.lua", codec.cdef },
+    { "src/shdict.h", "lua/moonfcgi/shdict.lua", shdict.cdef },
 }) do
     local header, module, cdef = pair[1], pair[2], pair[3]
     describe("the FFI declarations of " .. module, function()

@@ -259,10 +259,28 @@ static void short_error_buffer(void)
     CHECK(strcmp(small, "unknown") == 0);
 }
 
+/* --shared NAME:SIZE is repeatable; names are checked and unique. */
+static void shared_dicts(void)
+{
+    CHECK_EQ(parse("--shared", "cache:64m", "--shared=limits:1m", "app.lua", NULL), 0);
+    CHECK_EQ(cfg.nshared, 2);
+    CHECK(strcmp(cfg.shared[0], "cache:64m") == 0 && strcmp(cfg.shared[1], "limits:1m") == 0);
+    CHECK_EQ(parse("--shared", "cache:64m", "--shared", "cache:1m", "app.lua", NULL), -1);
+    CHECK(strstr(err, "declared twice") != NULL);
+    CHECK_EQ(parse("--shared", "ca:1m", "--shared", "cache:1m", "app.lua", NULL), 0);
+    CHECK_EQ(parse("--shared", "cache", "app.lua", NULL), -1);
+    CHECK(strstr(err, "NAME:SIZE") != NULL);
+    CHECK_EQ(parse("--shared", "bad-name:1m", "app.lua", NULL), -1);
+    CHECK_EQ(parse("--shared", "c:1k", "app.lua", NULL), -1);
+    CHECK(strstr(err, "32k") != NULL);
+    CHECK_EQ(parse("--shared", "app.lua", NULL), -1);
+}
+
 int main(void)
 {
     static const struct unit_test tests[] = {
         {"defaults", defaults},
+        {"shared_dicts", shared_dicts},
         {"sizes", sizes},
         {"size_options", size_options},
         {"numbers_and_seconds", numbers_and_seconds},
