@@ -50,6 +50,10 @@ describe("a shared dictionary", function()
             assert.equal(2, d:get("hits"))
         end)
 
+        it("is also ngx.shared.NAME", function()
+            assert.equal("true", app:request{ params = { OP = "ngx" } }.body)
+        end)
+
         it("is nil for a name that was not declared", function()
             assert.equal("nil", app:request{ params = { OP = "missing" } }.body)
         end)

@@ -220,10 +220,10 @@ else
         { "tcp", "udp", "stream", "connect" })
 end
 
--- Until the shared-state and timer layers exist: no shared dictionaries (indexing one gives
--- nil, as for a dictionary nginx.conf does not declare), and timers that say they are not
--- there (lua-resty-kafka's producer copies ngx.timer.at when it is required).
-ngx.shared = {}
+-- ngx.shared.NAME: the dictionaries of --shared (docs/shared.md), the same objects as
+-- moonfcgi.shared.NAME. Until the timer layer exists, timers say they are not there
+-- (lua-resty-kafka's producer copies ngx.timer.at when it is required).
+ngx.shared = moonfcgi.shared
 ngx.timer = feature_table("ngx.timer", "this build has no timers",
     { "at", "every", "running_count", "pending_count" })
 

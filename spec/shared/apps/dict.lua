@@ -10,6 +10,8 @@ return function(req)
         req:write(tostring(moonfcgi.shared.cache:incr("hits", 1, 0)))
     elseif op == "same" then
         req:write(tostring(cache == moonfcgi.shared.cache))
+    elseif op == "ngx" then
+        req:write(tostring(ngx.shared.cache == cache))
     elseif op == "missing" then
         req:write(tostring(moonfcgi.shared.nosuch))
     else
