@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+
+#include <event2/util.h>
 
 const char mf_config_usage[] =
     "usage: moonfcgi [OPTIONS] APP.lua     serve APP.lua over FastCGI\n"
@@ -38,6 +41,14 @@ const char mf_config_usage[] =
     "  --pid-file PATH        write the master's pid to PATH\n"
     "  --shared NAME:SIZE     a dictionary shared by all workers, moonfcgi.shared.NAME and\n"
     "                         ngx.shared.NAME (SIZE with k, m or g; repeatable)\n"
+    "  --resolver ADDR[,ADDR...]\n"
+    "                         name servers for outbound sockets (IP or IP:PORT, [V6]:PORT),\n"
+    "                         in place of /etc/resolv.conf's; /etc/hosts is read first\n"
+    "  --resolver-timeout SECONDS\n"
+    "                         how long one name look-up may take (default 30)\n"
+    "  --resolver-valid SECONDS\n"
+    "                         cache answers at most this long (default: their TTL)\n"
+    "  --resolver-ipv6 on|off ask for IPv6 addresses (AAAA) too (default on)\n"
     "\n"
     "signals to the master: SIGHUP reloads the app, SIGTERM/SIGINT stop gracefully,\n"
     "SIGUSR1 writes each worker's status to the log\n";
@@ -55,6 +66,8 @@ void mf_config_defaults(mf_config_t *cfg)
     cfg->check_timeout = 10;
     cfg->socket_mode = 0660;
     cfg->log_level = MF_LOG_INFO;
+    cfg->resolver_timeout = 30;
+    cfg->resolver_ipv6 = 1;
 }
 
 int mf_config_parse_size(const char *s, size_t *out)
@@ -129,14 +142,45 @@ enum {
     OPT_PID_FILE,
     OPT_CHECK_TIMEOUT,
     OPT_SHARED,
+    OPT_RESOLVER,
+    OPT_RESOLVER_TIMEOUT,
+    OPT_RESOLVER_VALID,
+    OPT_RESOLVER_IPV6,
     OPT_COUNT
 };
 
 static const char *const value_opts[OPT_COUNT] = {
-    "--listen",    "--workers",      "--max-conns",     "--max-reqs", "--max-params",  "--max-body",
-    "--timeout",   "--idle-timeout", "--read-timeout",  "--allow",    "--socket-mode", "--user",
-    "--log-level", "--pid-file",     "--check-timeout", "--shared",
+    "--listen",      "--workers",  "--max-conns",        "--max-reqs",       "--max-params",
+    "--max-body",    "--timeout",  "--idle-timeout",     "--read-timeout",   "--allow",
+    "--socket-mode", "--user",     "--log-level",        "--pid-file",       "--check-timeout",
+    "--shared",      "--resolver", "--resolver-timeout", "--resolver-valid", "--resolver-ipv6",
 };
+
+/* "IP", "IP:PORT" or "[V6]:PORT", comma-separated: what evdns_base_nameserver_ip_add takes. */
+static int valid_servers(const char *list)
+{
+    const char *p = list;
+
+    if (!*list)
+        return 0;
+    while (*p) {
+        char buf[128];
+        struct sockaddr_storage ss;
+        int len = (int)sizeof ss;
+        size_t n = strcspn(p, ",");
+
+        if (n == 0 || n >= sizeof buf)
+            return 0;
+        memcpy(buf, p, n);
+        buf[n] = '\0';
+        if (evutil_parse_sockaddr_port(buf, (struct sockaddr *)&ss, &len) != 0)
+            return 0;
+        p += n;
+        if (*p == ',' && *++p == '\0')
+            return 0;
+    }
+    return 1;
+}
 
 static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t errlen)
 {
@@ -205,6 +249,16 @@ static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t
         ok = 1;
         break;
     }
+    case OPT_RESOLVER:
+        ok = valid_servers(v);
+        cfg->resolver = v;
+        break;
+    case OPT_RESOLVER_TIMEOUT: ok = parse_seconds(v, &cfg->resolver_timeout) == 0; break;
+    case OPT_RESOLVER_VALID: ok = parse_seconds(v, &cfg->resolver_valid) == 0; break;
+    case OPT_RESOLVER_IPV6:
+        ok = strcmp(v, "on") == 0 || strcmp(v, "off") == 0;
+        cfg->resolver_ipv6 = strcmp(v, "on") == 0;
+        break;
     case OPT_LOG_LEVEL:
         cfg->log_level = mf_log_parse_level(v);
         ok = cfg->log_level >= 0;

@@ -26,8 +26,14 @@ typedef struct mf_config {
     int nshared;
     int watch;
     int log_level;
-    int check;  /* --check: compile the app and exit */
-    int action; /* MF_CONFIG_SERVE, _HELP or _VERSION */
+    const char *resolver;    /* --resolver: name servers, comma-separated; NULL: resolv.conf */
+    double resolver_timeout; /* --resolver-timeout: one look-up at most */
+    double resolver_valid;   /* --resolver-valid: caps the answers' TTL; 0: no cap */
+    int resolver_ipv6;       /* --resolver-ipv6: ask AAAA too */
+    const char *resolv_conf; /* NULL: /etc/resolv.conf (tests point these elsewhere) */
+    const char *hosts_file;  /* NULL: /etc/hosts */
+    int check;               /* --check: compile the app and exit */
+    int action;              /* MF_CONFIG_SERVE, _HELP or _VERSION */
 } mf_config_t;
 
 enum { MF_CONFIG_SERVE = 0, MF_CONFIG_HELP = 1, MF_CONFIG_VERSION = 2 };

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "ffi.h"
+#include "resolver.h"
 #include "status.h"
 
 typedef struct mf_conn mf_conn_t;
@@ -104,10 +105,11 @@ struct mf_worker {
     mf_shared_t *shared;    /* the master's shared area, or NULL (tests) */
     mf_worker_slot_t *slot; /* this worker's slot in it */
     double rss_checked;
-    size_t params_pending; /* params bytes held by requests whose params are unfinished */
-    size_t body_reserved;  /* bytes unfinished bodies reserved ahead of their arrival */
-    double now, wall;      /* mf_worker_now and mf_worker_wall of this turn */
-    int now_valid;         /* now and wall were read in this turn */
+    size_t params_pending;   /* params bytes held by requests whose params are unfinished */
+    size_t body_reserved;    /* bytes unfinished bodies reserved ahead of their arrival */
+    double now, wall;        /* mf_worker_now and mf_worker_wall of this turn */
+    int now_valid;           /* now and wall were read in this turn */
+    mf_resolver_t *resolver; /* started by the first name look-up (resolver.c) */
 };
 
 /* Creates a worker with its own event base; NULL on failure. */

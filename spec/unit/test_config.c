@@ -8,6 +8,7 @@
 
 #include <stdarg.h>
 #include <stdint.h>
+#include <string.h>
 
 #define MAX_ARGS 16
 
@@ -247,6 +248,34 @@ static void exit_paths(void)
     CHECK(strstr(mf_config_usage, "usage: moonfcgi") == mf_config_usage);
 }
 
+/* The resolver's options (cosocket.md section 4). */
+static void resolver_options(void)
+{
+    CHECK_EQ(parse("a.lua", NULL), 0);
+    CHECK(cfg.resolver == NULL);
+    CHECK(cfg.resolver_timeout == 30);
+    CHECK(cfg.resolver_valid == 0);
+    CHECK_EQ(cfg.resolver_ipv6, 1);
+    CHECK_EQ(parse("--resolver", "127.0.0.1:5353,[::1]:53,10.0.0.1", "--resolver-timeout", "0.5",
+                   "--resolver-valid=10", "--resolver-ipv6", "off", "a.lua", NULL),
+             0);
+    CHECK(strcmp(cfg.resolver, "127.0.0.1:5353,[::1]:53,10.0.0.1") == 0);
+    CHECK(cfg.resolver_timeout == 0.5);
+    CHECK(cfg.resolver_valid == 10);
+    CHECK_EQ(cfg.resolver_ipv6, 0);
+    CHECK_EQ(parse("--resolver-ipv6", "on", "a.lua", NULL), 0);
+    CHECK_EQ(cfg.resolver_ipv6, 1);
+    CHECK_EQ(parse("--resolver", "dns.example", "a.lua", NULL), -1);
+    CHECK(strcmp(err, "invalid value for --resolver: 'dns.example'") == 0);
+    CHECK_EQ(parse("--resolver", "", "a.lua", NULL), -1);
+    CHECK_EQ(parse("--resolver", "127.0.0.1,", "a.lua", NULL), -1);
+    CHECK_EQ(parse("--resolver", "127.0.0.1,,10.0.0.1", "a.lua", NULL), -1);
+    CHECK_EQ(parse("--resolver", "127.0.0.1:99999", "a.lua", NULL), -1);
+    CHECK_EQ(parse("--resolver-timeout", "0", "a.lua", NULL), -1);
+    CHECK_EQ(parse("--resolver-valid", "-1", "a.lua", NULL), -1);
+    CHECK_EQ(parse("--resolver-ipv6", "yes", "a.lua", NULL), -1);
+}
+
 static void short_error_buffer(void)
 {
     char small[8];
@@ -288,6 +317,7 @@ int main(void)
         {"missing_values", missing_values},
         {"unknown_options_and_app_paths", unknown_options_and_app_paths},
         {"exit_paths", exit_paths},
+        {"resolver_options", resolver_options},
         {"short_error_buffer", short_error_buffer},
         {NULL, NULL},
     };
