@@ -131,10 +131,10 @@ int mf_ffi_worker_exiting(mf_worker_t *w)
     return w->stopping || w->killed;
 }
 
-/* Refreshes the loop's cached time (ngx.update_time). */
+/* Refreshes the loop's cached time (ngx.update_time): the next read of it reads the clocks. */
 void mf_ffi_worker_update_time(mf_worker_t *w)
 {
-    event_base_update_cache_time(w->base);
+    mf__worker_new_turn(w);
 }
 
 void mf_ffi_log(int level, const char *msg, size_t len)

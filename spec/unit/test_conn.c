@@ -2060,6 +2060,29 @@ end:
     teardown();
 }
 
+/* The loop's time is read once per turn; ngx.update_time (mf_ffi_worker_update_time) reads it
+ * again. */
+static void time_is_cached_per_turn(void)
+{
+    struct timespec t0, t;
+    double a, b;
+
+    setup();
+    step();
+    a = mf_ffi_worker_now(W);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9 < 0.02);
+    CHECK(mf_ffi_worker_now(W) == a);
+    mf_ffi_worker_update_time(W);
+    b = mf_ffi_worker_now(W);
+    CHECK(b >= a + 0.015);
+    step();
+    CHECK(mf_ffi_worker_now(W) >= b);
+    teardown();
+}
+
 /*
  * libevent's allocations, through a counter that makes one of them fail on demand: the
  * allocation number fail_at since arm_failure() (counting from 0), while armed.
@@ -2216,6 +2239,7 @@ int main(void)
         {"timeouts", timeouts},
         {"out_of_memory_closes_only_that_connection", out_of_memory_closes_only_that_connection},
         {"wall_clock_steps_fire_no_timeout", wall_clock_steps_fire_no_timeout},
+        {"time_is_cached_per_turn", time_is_cached_per_turn},
         {NULL, NULL},
     };
 
