@@ -171,6 +171,25 @@ conn("responder-only", ONE_WRITE, ECHO,
   proto.request { id = 1, role = "authorizer", stdin = false } ..
   proto.request { id = 2, params = { { "REQUEST_URI", "/r" } } }, RESPONDER_ONLY)
 
+-- Stream order (docs/protocol.md): a filter whose handler waits for DATA, multiplexed with a
+-- responder whose STDIN comes before the end of its PARAMS: the connection closes.
+conn("stream-order", ONE_WRITE, "\5\21\0\0",
+  proto.begin_request(3, "filter", true) ..
+  proto.stream(proto.PARAMS, 3, proto.encode_params({ { "FCGI_DATA_LENGTH", "4" } })) ..
+  proto.stream(proto.STDIN, 3, "in") .. proto.record(proto.DATA, 3, "da") ..
+  proto.begin_request(1, "responder", true) ..
+  proto.record(proto.PARAMS, 1, proto.encode_pair("A", "b")) ..
+  proto.record(proto.STDIN, 1, "early") .. proto.record(proto.DATA, 3, "ta"))
+
+-- Params that go on past --max-params (4 KiB in fuzz_conn) and never end: a 431 at the
+-- crossing record, then the rest is dropped; the next request on the connection is served.
+do
+  local piece = proto.record(proto.PARAMS, 1, proto.encode_pair("P", rep("p", 1000)))
+  conn("params-flood", "\136\0\0\0", ECHO,
+    proto.begin_request(1, "responder", true) .. rep(piece, 12) ..
+    proto.request { id = 2, params = { { "REQUEST_URI", "/after" } }, stdin = "x" })
+end
+
 -- fuzz_record: record streams and pair encodings.
 local function record(name, bytes)
   write(dir .. "/record/" .. name, bytes)
