@@ -156,8 +156,7 @@ static const char *const value_opts[OPT_COUNT] = {
     "--shared",      "--resolver", "--resolver-timeout", "--resolver-valid", "--resolver-ipv6",
 };
 
-/* "IP", "IP:PORT" or "[V6]:PORT", comma-separated: what evdns_base_nameserver_ip_add takes. */
-static int valid_servers(const char *list)
+int mf_config_valid_servers(const char *list)
 {
     const char *p = list;
 
@@ -250,7 +249,7 @@ static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t
         break;
     }
     case OPT_RESOLVER:
-        ok = valid_servers(v);
+        ok = mf_config_valid_servers(v);
         cfg->resolver = v;
         break;
     case OPT_RESOLVER_TIMEOUT: ok = parse_seconds(v, &cfg->resolver_timeout) == 0; break;

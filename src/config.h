@@ -50,6 +50,9 @@ int mf_config_parse(mf_config_t *cfg, int argc, char **argv, char *err, size_t e
 /* Parses "1048576", "64K", "16M", "1G" (powers of 1024); returns -1 when malformed. */
 int mf_config_parse_size(const char *s, size_t *out);
 
+/* 1 when list is "IP", "IP:PORT" or "[V6]:PORT", comma-separated (--resolver), else 0. */
+int mf_config_valid_servers(const char *list);
+
 extern const char mf_config_usage[];
 
 #endif

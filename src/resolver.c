@@ -15,6 +15,8 @@
  * arrives (or with the resolver, evdns_base_free(.., 0) dropping its requests silently).
  */
 #include "resolver.h"
+#include "config.h"
+#include "ffi.h"
 #include "log.h"
 #include "worker.h"
 
@@ -110,6 +112,7 @@ static const char *reason(int code)
     case MF_RESOLVE_NOTIMPL: return "Unimplemented";
     case MF_RESOLVE_REFUSED: return "Operation refused";
     case MF_RESOLVE_TIMEDOUT: return "Operation timed out";
+    case MF_RESOLVE_TRUNCATED: return "Truncated answer";
     default: return "Unknown error";
     }
 }
@@ -533,6 +536,7 @@ static int code_of(int evdns_err)
     case DNS_ERR_NOTIMPL: return MF_RESOLVE_NOTIMPL;
     case DNS_ERR_REFUSED: return MF_RESOLVE_REFUSED;
     case DNS_ERR_TIMEOUT: return MF_RESOLVE_TIMEDOUT;
+    case DNS_ERR_TRUNCATED: return MF_RESOLVE_TRUNCATED;
     default: return evdns_err;
     }
 }
@@ -784,6 +788,32 @@ void mf_resolver_cancel(mf_resolve_t *q)
     event_del(&q->ev);
     unlink_ready(q);
     free_lookup(q);
+}
+
+/*
+ * The resolver options of the command line, for a worker made by mf_ffi_worker_new (the test
+ * API): servers as --resolver (NULL: resolv.conf; copied), timeout and valid in seconds (0:
+ * the default), ipv6 0 or 1. Returns 0, or -1 when servers is malformed or the resolver
+ * already started.
+ */
+int mf_ffi_resolver_configure(mf_worker_t *w, const char *servers, double timeout, double valid,
+                              int ipv6)
+{
+    char *copy = NULL;
+
+    if (w->resolver || (servers && !mf_config_valid_servers(servers)))
+        return -1;
+    if (servers && !(copy = strdup(servers)))
+        return -1;
+    free(w->resolver_servers);
+    w->resolver_servers = copy;
+    w->cfg.resolver = copy;
+    if (timeout > 0)
+        w->cfg.resolver_timeout = timeout;
+    if (valid > 0)
+        w->cfg.resolver_valid = valid;
+    w->cfg.resolver_ipv6 = ipv6 != 0;
+    return 0;
 }
 
 unsigned mf_resolver_cached(mf_worker_t *w)

@@ -47,6 +47,9 @@ enum {
     MF_RESOLVE_NOTIMPL = 4,
     MF_RESOLVE_REFUSED = 5,
     MF_RESOLVE_TIMEDOUT = 110,
+    /* An answer too large for UDP: evdns has no TCP fallback (nor EDNS), so a name with more
+     * addresses than fit in 512 bytes (about 30 A records) fails with this. */
+    MF_RESOLVE_TRUNCATED = 65,
     MF_RESOLVE_BADNAME = 1000, /* failed to parse host name */
     MF_RESOLVE_NOMEM = 1001,
 };

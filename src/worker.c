@@ -240,6 +240,7 @@ void mf_worker_free(mf_worker_t *w)
     free(w->released_lua);
     /* Before the base: evdns's events live on it. */
     mf_resolver_free(w);
+    free(w->resolver_servers);
     /* Pending timers too: a handler may have been sleeping when the worker ended. */
     while (w->timers) {
         mf_timer_t *t = w->timers;

@@ -110,6 +110,7 @@ struct mf_worker {
     double now, wall;        /* mf_worker_now and mf_worker_wall of this turn */
     int now_valid;           /* now and wall were read in this turn */
     mf_resolver_t *resolver; /* started by the first name look-up (resolver.c) */
+    char *resolver_servers;  /* cfg.resolver's copy when set by mf_ffi_resolver_configure */
 };
 
 /* Creates a worker with its own event base; NULL on failure. */

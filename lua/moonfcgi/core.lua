@@ -77,6 +77,9 @@ int mf_ffi_worker_count(mf_worker_t *w);
 int mf_ffi_worker_exiting(mf_worker_t *w);
 void mf_ffi_worker_update_time(mf_worker_t *w);
 
+int mf_ffi_resolver_configure(mf_worker_t *w, const char *servers, double timeout, double valid,
+                              int ipv6);
+
 void *mf_ffi_timer_start(mf_worker_t *w, double seconds, uint64_t token);
 void mf_ffi_timer_cancel(mf_worker_t *w, void *timer, uint64_t token);
 

@@ -9,7 +9,9 @@ local client = require "moonfcgi.client"
 local shdict = require "moonfcgi.shdict"
 
 local C = core.C
-local setmetatable, type, error, pairs = setmetatable, type, error, pairs
+
+local setmetatable, type, error, pairs, tonumber, tostring =
+    setmetatable, type, error, pairs, tonumber, tostring
 local math_floor = math.floor
 
 local _M = {}
@@ -22,7 +24,8 @@ local LEVELS = { none = -1, error = 0, warn = 1, info = 2, debug = 3 }
 -- (as on the command line, in bytes and seconds), log_level ("none", "error" (the
 -- default), "warn", "info", "debug", or $MOONFCGI_LOG_LEVEL) and shared (name -> size,
 -- "1m" or bytes: dictionaries of this app alone, as --shared declares them; app.shared
--- holds them, and app:close() unmaps them).
+-- holds them, and app:close() unmaps them); resolver, resolver_timeout, resolver_valid and
+-- resolver_ipv6 (a boolean) as --resolver and its friends.
 function _M.load(path, opts)
     if type(path) ~= "string" then
         error("bad argument #1 to 'load' (path of an app file expected)", 2)
@@ -38,9 +41,21 @@ function _M.load(path, opts)
     o.read_timeout = opts.read_timeout or 0
     local level = opts.log_level or os.getenv("MOONFCGI_LOG_LEVEL") or "error"
     o.log_level = LEVELS[level] or 0
+    if opts.resolver ~= nil and type(opts.resolver) ~= "string" then
+        error("bad option 'resolver' (a string of name servers expected)", 2)
+    end
     local w = C.mf_ffi_worker_new(o)
     if w == nil then
         error("cannot create a worker", 2)
+    end
+    if opts.resolver or opts.resolver_timeout or opts.resolver_valid
+        or opts.resolver_ipv6 ~= nil then
+        if C.mf_ffi_resolver_configure(w, opts.resolver, tonumber(opts.resolver_timeout) or 0,
+            tonumber(opts.resolver_valid) or 0, opts.resolver_ipv6 == false and 0 or 1) ~= 0 then
+            C.mf_ffi_worker_free(w)
+            error("bad option 'resolver' (IP, IP:PORT or [V6]:PORT, comma-separated): "
+                .. tostring(opts.resolver), 2)
+        end
     end
     local dicts = {}
     if opts.shared ~= nil then
