@@ -5,6 +5,7 @@
  */
 #include "ffi.h"
 #include "conn.h"
+#include "fcgi.h"
 #include "log.h"
 #include "request.h"
 #include "worker.h"
@@ -69,7 +70,7 @@ int mf_ffi_worker_pair(mf_worker_t *w, int *client_fd)
 
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
-    if (!mf_conn_new(w, sv[0])) {
+    if (!mf_fcgi_conn_new(w, sv[0])) {
         close(sv[1]);
         return -ENOMEM;
     }
@@ -269,12 +270,8 @@ int mf_ffi_req_body(mf_request_t *r, int stream, const char **p, size_t *len)
             evbuffer_remove(b, whole->p + whole->len, have);
             whole->len += have;
         }
-        if (r->stalled) {
-            /* The body is read whole: its bound is now --max-body, not MF_IN_HIGH. */
-            r->stalled = 0;
-            r->conn->in_stalled--;
-            mf__conn_update_reading(r->conn);
-        }
+        /* The body is read whole: its bound is now --max-body, not MF_IN_HIGH. */
+        mf_conn_stall(r->conn, &r->link, 0);
         if (r->discard & bit)
             return MF_TOO_LARGE;
     }
@@ -298,13 +295,10 @@ void mf_ffi_req_consume(mf_request_t *r, int stream, size_t len)
     if (!(b = r->in[stream]))
         return;
     evbuffer_drain(b, len);
-    if (r->stalled && r->conn && evbuffer_get_length(b) <= MF_IN_HIGH) {
+    if (r->link.stalled && r->conn && evbuffer_get_length(b) <= MF_IN_HIGH) {
         size_t other = r->in[!stream] ? evbuffer_get_length(r->in[!stream]) : 0;
-        if (other <= MF_IN_HIGH) {
-            r->stalled = 0;
-            r->conn->in_stalled--;
-            mf__conn_update_reading(r->conn);
-        }
+        if (other <= MF_IN_HIGH)
+            mf_conn_stall(r->conn, &r->link, 0);
     }
 }
 
@@ -433,20 +427,17 @@ int mf_ffi_req_raw_write(mf_request_t *r, const char *p, size_t len)
 
 int mf_ffi_req_writable(mf_request_t *r)
 {
-    mf_conn_t *c = r->conn;
-
     if (output_state(r) != MF_OK)
         return MF_ABORTED;
-    if (evbuffer_get_length(c->out) <= MF_OUT_HIGH)
+    if (mf_conn_wait_room(r->conn, &r->link) == MF_OK)
         return MF_OK;
     r->waiting |= MF_WAIT_WRITE;
-    c->has_waiters = 1;
     return MF_WAIT;
 }
 
 int mf_ffi_req_flush(mf_request_t *r)
 {
-    mf_conn_t *c = r->conn;
+    int rc;
 
     if (output_state(r) != MF_OK)
         return MF_ABORTED;
@@ -458,13 +449,12 @@ int mf_ffi_req_flush(mf_request_t *r)
     if (r->out.len > 0 && mf__request_frame_out(r) < 0)
         return MF_NO_MEMORY;
     /* Everything appended so far, this request's bytes among them, must be written. */
-    if (!(r->waiting & MF_WAIT_FLUSH) && r->flush_target < c->out_added)
-        r->flush_target = c->out_added;
-    if (c->out_written >= r->flush_target)
-        return MF_OK;
-    r->waiting |= MF_WAIT_FLUSH;
-    c->has_waiters = 1;
-    return MF_WAIT;
+    rc = mf_conn_wait_flushed(r->conn, &r->link);
+    if (rc < 0)
+        return MF_NO_MEMORY;
+    if (rc == MF_WAIT)
+        r->waiting |= MF_WAIT_FLUSH;
+    return rc;
 }
 
 int mf_ffi_req_stderr(mf_request_t *r, const char *p, size_t len)

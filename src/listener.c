@@ -1,5 +1,5 @@
 #include "listener.h"
-#include "conn.h"
+#include "fcgi.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -281,7 +281,7 @@ static void take(mf_listener_t *ls, int fd, const struct sockaddr *sa)
     }
     if (ls->is_tcp)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (mf_conn_new(w, fd)) {
+    if (mf_fcgi_conn_new(w, fd)) {
         w->accepted++;
         if (w->slot)
             w->slot->last_accept = mf_status_clock();

@@ -1,8 +1,9 @@
 /*
- * One request, from BEGIN_REQUEST to its single END_REQUEST [FastCGI 1.0, sections 5 and 6].
+ * One request, from its beginning to its single end [FastCGI 1.0, sections 5 and 6]. The
+ * request speaks to its connection only through conn.h: the protocol under it (FastCGI or
+ * HTTP) frames what it writes and answers its end.
  */
 #include "request.h"
-#include "conn.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -173,56 +174,78 @@ static int take_slot(mf_worker_t *w, mf_request_t *r)
     return 0;
 }
 
-int mf_request_refuse(mf_conn_t *c, uint16_t id, uint8_t protocol_status)
+int mf__request_push(mf_request_t *r, int type)
 {
-    uint8_t body[8];
+    mf_event_t *e = mf__worker_event(r->w, type, 0);
 
-    mf_record_end_body(body, 0, protocol_status);
-    return mf_conn_add_record(c, MF_END_REQUEST, id, body, sizeof body);
+    if (!e)
+        return -1;
+    e->req = r;
+    e->slot = r->slot;
+    e->serial = r->serial;
+    e->id = r->id;
+    e->role = r->role;
+    e->keep_conn = r->keep_conn;
+    return 0;
 }
 
-void mf_request_begin(mf_conn_t *c, uint16_t id, uint16_t role, uint8_t flags)
+/* What the connection tells the request (conn.h). */
+static void on_conn_event(mf_conn_link_t *l, unsigned what)
+{
+    mf_request_t *r = l->req;
+
+    if (what & MF_CONN_LOST) {
+        mf_request_conn_lost(r);
+        return;
+    }
+    if (what & MF_CONN_ROOM)
+        mf_request_wake(r, MF_WAIT_WRITE);
+    if (what & MF_CONN_FLUSHED)
+        mf_request_wake(r, MF_WAIT_FLUSH);
+}
+
+mf_request_t *mf_request_new(mf_conn_t *c, uint16_t id, uint16_t role, int *why)
 {
     mf_worker_t *w = c->w;
-    mf_request_t *r;
-    uint8_t status = MF_REQUEST_COMPLETE;
+    mf_request_t *r = NULL;
 
     if (role < MF_RESPONDER || role > MF_FILTER || !(w->roles & (1u << role))) {
         if (role == MF_AUTHORIZER)
             mf_log_warn("an authorizer request reached an app with no authorize handler; "
                         "answering UNKNOWN_ROLE (some web servers grant access on it)");
-        status = MF_UNKNOWN_ROLE;
-    } else if (w->nreqs >= w->cfg.max_reqs) {
-        status = MF_OVERLOADED;
-    } else if (!(r = req_alloc(w)) || take_slot(w, r) < 0) {
+        *why = MF_UNKNOWN_ROLE;
+        return NULL;
+    }
+    if (w->nreqs >= w->cfg.max_reqs) {
+        *why = MF_OVERLOADED;
+        return NULL;
+    }
+    if (!(r = req_alloc(w)) || take_slot(w, r) < 0) {
         if (r) {
             r->next_free = w->req_pool;
             w->req_pool = r;
         }
         mf_log_error("out of memory for a request");
-        status = MF_OVERLOADED;
-    } else {
-        r->w = w;
-        r->conn = c;
-        r->id = id;
-        r->role = (uint8_t)role;
-        r->keep_conn = flags & MF_KEEP_CONN;
-        r->serial = ++w->serial;
-        r->status = 200;
-        r->begun = mf_worker_now(w);
-        r->hnext = c->buckets[id % MF_CONN_BUCKETS];
-        c->buckets[id % MF_CONN_BUCKETS] = r;
-        c->nreqs++;
-        r->next = w->reqs;
-        if (w->reqs)
-            w->reqs->prev = r;
-        w->reqs = r;
-        w->nreqs++;
-        return;
+        *why = MF_OVERLOADED;
+        return NULL;
     }
-    mf_request_refuse(c, id, status);
-    if (!(flags & MF_KEEP_CONN))
-        mf_conn_close_when_done(c);
+    r->w = w;
+    r->conn = c;
+    r->id = id;
+    r->role = (uint8_t)role;
+    r->keep_conn = 1;
+    r->serial = ++w->serial;
+    r->status = 200;
+    r->begun = mf_worker_now(w);
+    r->link.req = r;
+    r->link.notify = on_conn_event;
+    mf_conn_attach(c, &r->link, id);
+    r->next = w->reqs;
+    if (w->reqs)
+        w->reqs->prev = r;
+    w->reqs = r;
+    w->nreqs++;
+    return r;
 }
 
 /* Indexes the params stream; returns -1 when it is not a sequence of whole pairs. */
@@ -297,7 +320,7 @@ void mf_request_params(mf_request_t *r, const uint8_t *content, size_t len)
                 r->stdin_eof = 1;
             r->lua = 1;
             r->started = mf_worker_now(r->w);
-            mf__worker_push(r->w, MF_EV_NEW, r, 0);
+            mf__request_push(r, MF_EV_NEW);
         }
         return;
     }
@@ -327,14 +350,8 @@ static void update_stall(mf_request_t *r)
     for (int i = 0; i < 2; i++)
         if (r->in[i] && evbuffer_get_length(r->in[i]) > MF_IN_HIGH)
             over = 1;
-    if (!r->conn || over == (int)r->stalled)
-        return;
-    r->stalled = (unsigned)over;
-    if (over)
-        r->conn->in_stalled++;
-    else
-        r->conn->in_stalled--;
-    mf__conn_update_reading(r->conn);
+    if (r->conn)
+        mf_conn_stall(r->conn, &r->link, over);
 }
 
 /* The reservation of a stream that ended or is dropped is no longer needed ahead. */
@@ -466,28 +483,25 @@ void mf_request_wake(mf_request_t *r, unsigned what)
     if (!r->lua || !(r->waiting & what))
         return;
     r->waiting = 0;
-    mf__worker_push(r->w, MF_EV_WAKE, r, 0);
+    mf__request_push(r, MF_EV_WAKE);
 }
 
 /* Takes the request off its connection and sends its END_REQUEST. */
-static void end_request(mf_request_t *r, uint32_t app_status)
+static void end_request(mf_request_t *r, uint32_t app_status, int output_done)
 {
     mf_conn_t *c = r->conn;
-    uint8_t body[8];
 
     if (!c)
         return;
-    mf_record_end_body(body, app_status, MF_REQUEST_COMPLETE);
-    mf_conn_add_record(c, MF_END_REQUEST, r->id, body, sizeof body);
-    mf__conn_request_gone(c, r);
     r->conn = NULL;
+    mf_conn_end(c, &r->link, app_status, output_done);
 }
 
 void mf_request_abort(mf_request_t *r)
 {
     if (!r->lua) {
         /* The handler never started: the request ends here [section 5.4]. */
-        end_request(r, 0);
+        end_request(r, 0, 0);
         release(r);
         return;
     }
@@ -499,7 +513,6 @@ void mf_request_abort(mf_request_t *r)
 void mf_request_conn_lost(mf_request_t *r)
 {
     r->conn = NULL;
-    r->stalled = 0;
     if (!r->lua) {
         release(r);
         return;
@@ -572,7 +585,7 @@ int mf__request_frame(mf_request_t *r, uint8_t type, const char *p, size_t len)
 {
     while (len > 0) {
         size_t n = len < MF_OUT_CONTENT_MAX ? len : MF_OUT_CONTENT_MAX;
-        if (mf_conn_add_record(r->conn, type, r->id, p, n) < 0)
+        if (mf_conn_output(r->conn, &r->link, type, p, n, NULL, 0, 0, NULL) < 0)
             return -1;
         p += n;
         len -= n;
@@ -608,10 +621,7 @@ int mf__request_out_append(mf_request_t *r, const char *p, size_t len, uint64_t 
         /* One full record of what is gathered and the start of p, without copying p into
          * out first; with a token, p's part is referenced, not copied. */
         size_t fill = MF_OUT_CONTENT_MAX - r->out.len;
-        int rc = token ? mf_conn_add_record_ref(c, MF_STDOUT, r->id, r->out.p, r->out.len, p, fill,
-                                                token, nrefs)
-                       : mf_conn_add_record2(c, MF_STDOUT, r->id, r->out.p, r->out.len, p, fill);
-        if (rc < 0)
+        if (mf_conn_output(c, &r->link, MF_STDOUT, r->out.p, r->out.len, p, fill, token, nrefs) < 0)
             return MF_NO_MEMORY;
         r->framed = 1;
         r->out.len = 0;
@@ -620,21 +630,17 @@ int mf__request_out_append(mf_request_t *r, const char *p, size_t len, uint64_t 
     }
     /* Whole records straight from the caller's memory; the tail waits in out. */
     whole = len - len % MF_OUT_CONTENT_MAX;
-    if (token) {
-        for (size_t off = 0; off < whole; off += MF_OUT_CONTENT_MAX) {
-            if (mf_conn_add_record_ref(c, MF_STDOUT, r->id, NULL, 0, p + off, MF_OUT_CONTENT_MAX,
-                                       token, nrefs) < 0)
-                return MF_NO_MEMORY;
-            r->framed = 1;
-        }
+    if (token && whole) {
+        if (mf_conn_output(c, &r->link, MF_STDOUT, NULL, 0, p, whole, token, nrefs) < 0)
+            return MF_NO_MEMORY;
+        r->framed = 1;
     } else if (mf__request_frame(r, MF_STDOUT, p, whole) < 0) {
         return MF_NO_MEMORY;
     }
     if (mf_buf_append(&r->out, p + whole, len - whole) < 0)
         return MF_NO_MEMORY;
-    if (evbuffer_get_length(c->out) > MF_OUT_HIGH) {
+    if (mf_conn_wait_room(c, &r->link) == MF_WAIT) {
         r->waiting |= MF_WAIT_WRITE;
-        c->has_waiters = 1;
         return MF_WAIT;
     }
     return MF_OK;
@@ -663,9 +669,8 @@ void mf_request_finish(mf_request_t *r, uint32_t app_status, int how)
             mf__request_emit_headers(r);
         }
         mf__request_frame_out(r);
-        mf_conn_add_record(c, MF_STDOUT, r->id, NULL, 0);
     }
-    end_request(r, app_status);
+    end_request(r, app_status, !r->aborted);
     r->w->served++;
     release(r);
 }
@@ -697,7 +702,7 @@ void mf__request_sweep(mf_worker_t *w, double now)
         }
         if (!r->timed_out && now - r->started > w->cfg.timeout) {
             r->timed_out = 1;
-            mf__worker_push(w, MF_EV_TIMEOUT, r, 0);
+            mf__request_push(r, MF_EV_TIMEOUT);
         } else if ((r->waiting & (MF_WAIT_READ | MF_WAIT_DATA)) &&
                    now - r->wait_since > w->cfg.read_timeout) {
             r->read_timed_out = 1;

@@ -16,8 +16,9 @@
 #include <event2/buffer.h>
 
 #include "buf.h"
+#include "conn.h"
+#include "loop.h"
 #include "record.h"
-#include "worker.h"
 
 typedef struct mf_param {
     uint32_t name_off, name_len, value_off, value_len;
@@ -28,7 +29,7 @@ enum { MF_WAIT_READ = 1, MF_WAIT_DATA = 2, MF_WAIT_WRITE = 4, MF_WAIT_FLUSH = 8 
 struct mf_request {
     mf_worker_t *w;
     mf_conn_t *conn;
-    mf_request_t *hnext;       /* chain in the connection's id table */
+    mf_conn_link_t link;       /* what the request is to its connection */
     mf_request_t *next, *prev; /* w->reqs */
     mf_request_t *next_free;
 
@@ -49,7 +50,6 @@ struct mf_request {
     unsigned status_set : 1;
     unsigned raw : 1;
     unsigned cooked : 1;    /* set_status/set_header/write used */
-    unsigned stalled : 1;   /* counted in conn->in_stalled */
     unsigned body_mode : 2; /* bit 0: STDIN, bit 1: DATA is read whole by body() */
     unsigned discard : 2;   /* bit 0: STDIN, bit 1: DATA past --max-body is dropped */
     unsigned waiting : 4;   /* MF_WAIT_* the handler waits for */
@@ -59,7 +59,6 @@ struct mf_request {
     double begun;   /* BEGIN_REQUEST arrived */
     double started; /* the handler started */
     double wait_since;
-    uint64_t flush_target; /* flush() waits until the connection wrote this far */
 
     mf_buf_t params;
     mf_param_t *pairs;
@@ -75,8 +74,12 @@ struct mf_request {
     mf_buf_t out;  /* STDOUT bytes not yet framed */
 };
 
-/* Handles a BEGIN_REQUEST for an id that is not active. */
-void mf_request_begin(mf_conn_t *c, uint16_t id, uint16_t role, uint8_t flags);
+/*
+ * A new request on c under an id that is not attached, for the given role; its params come
+ * next (mf_request_params). NULL when it cannot be taken, with the protocol status in *why
+ * (MF_UNKNOWN_ROLE, MF_OVERLOADED); the protocol answers the refusal.
+ */
+mf_request_t *mf_request_new(mf_conn_t *c, uint16_t id, uint16_t role, int *why);
 
 /*
  * Whether a PARAMS, STDIN or DATA record may come now, in the role's stream order
@@ -125,11 +128,11 @@ void mf_request_finish(mf_request_t *r, uint32_t app_status, int how);
 /* Sends a complete small response (status, plain-text body) and ends the request. */
 void mf_request_reject(mf_request_t *r, int status, const char *body);
 
-/* Sends END_REQUEST with a protocol status and no output, for a request never allocated. */
-int mf_request_refuse(mf_conn_t *c, uint16_t id, uint8_t protocol_status);
-
 /* Timeouts: params (--read-timeout), handler (--timeout), req:read (--read-timeout). */
 void mf__request_sweep(mf_worker_t *w, double now);
+
+/* Queues an event about the request for Lua; -1 when out of memory. */
+int mf__request_push(mf_request_t *r, int type);
 
 /* Output helpers for ffi.c. */
 int mf__request_emit_headers(mf_request_t *r);

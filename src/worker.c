@@ -14,41 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-#include <time.h>
 
 #include <event2/event.h>
 
 mf_worker_t *mf_worker_current;
-
-static void read_clocks(mf_worker_t *w)
-{
-    struct timespec mono, wall;
-
-    clock_gettime(CLOCK_MONOTONIC, &mono);
-    clock_gettime(CLOCK_REALTIME, &wall);
-    w->now = (double)mono.tv_sec + (double)mono.tv_nsec / 1e9;
-    w->wall = (double)wall.tv_sec + (double)wall.tv_nsec / 1e9;
-    w->now_valid = 1;
-}
-
-double mf_worker_now(mf_worker_t *w)
-{
-    if (!w->now_valid)
-        read_clocks(w);
-    return w->now;
-}
-
-double mf_worker_wall(mf_worker_t *w)
-{
-    if (!w->now_valid)
-        read_clocks(w);
-    return w->wall;
-}
-
-void mf__worker_new_turn(mf_worker_t *w)
-{
-    w->now_valid = 0;
-}
 
 static struct timeval to_timeval(double seconds)
 {
@@ -57,36 +26,6 @@ static struct timeval to_timeval(double seconds)
     tv.tv_sec = (time_t)seconds;
     tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
     return tv;
-}
-
-int mf__worker_push(mf_worker_t *w, int type, mf_request_t *r, uint64_t token)
-{
-    mf_event_queue_t *q = &w->pending;
-    mf_event_t *e;
-
-    if (q->len == q->cap) {
-        uint32_t cap = q->cap ? q->cap * 2 : 256;
-        mf_event_t *ev = realloc(q->ev, cap * sizeof *ev);
-        if (!ev) {
-            mf_log_error("out of memory for the event queue");
-            return -1;
-        }
-        q->ev = ev;
-        q->cap = cap;
-    }
-    e = &q->ev[q->len++];
-    memset(e, 0, sizeof *e);
-    e->type = type;
-    e->token = token;
-    if (r) {
-        e->req = r;
-        e->slot = r->slot;
-        e->serial = r->serial;
-        e->id = r->id;
-        e->role = r->role;
-        e->keep_conn = r->keep_conn;
-    }
-    return 0;
 }
 
 /* At the graceful stop's deadline, requests still running are told to end. */
@@ -98,7 +37,7 @@ static void kill_requests(mf_worker_t *w)
     for (r = w->reqs; r; r = next) {
         next = r->next;
         if (r->lua)
-            mf__worker_push(w, MF_EV_KILL, r, 0);
+            mf__request_push(r, MF_EV_KILL);
         else if (r->conn)
             mf_request_reject(r, 503, "server stopping\n");
     }
@@ -112,7 +51,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     mf__request_sweep(w, now);
-    mf__conn_sweep(w, now);
+    mf_conn_sweep(w, now);
     if (w->slot) {
         /* The heartbeat: the master replaces a worker whose loop stops ticking. */
         w->slot->heartbeat = mf_status_clock();
@@ -143,11 +82,20 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
     (void)what;
     if (sig == SIGHUP) {
-        mf__worker_push(w, MF_EV_RELOAD, NULL, 0);
+        mf__worker_event(w, MF_EV_RELOAD, 0);
         return;
     }
     mf_log_info("signal %d: stopping gracefully (%u requests in flight)", (int)sig, w->nreqs);
     mf_worker_stop(w);
+}
+
+/* A connection went away: resume accepting if --max-conns paused it. */
+static void on_conn_closed(mf_worker_t *w)
+{
+    if (w->accept_paused && w->nconns < w->cfg.max_conns && !w->stopping) {
+        w->accept_paused = 0;
+        mf_listener_enable_all(w, 1);
+    }
 }
 
 mf_worker_t *mf_worker_new(const mf_config_t *cfg, int number)
@@ -174,6 +122,7 @@ mf_worker_t *mf_worker_new(const mf_config_t *cfg, int number)
         return NULL;
     }
     w->roles = 0xe; /* all three until the app says otherwise */
+    w->conn_closed = on_conn_closed;
     /* Timeouts are checked by a sweep: no timer per request on the hot path. */
     shortest = fmin(cfg->timeout, fmin(cfg->idle_timeout, cfg->read_timeout));
     interval = fmax(0.02, fmin(1.0, shortest / 4));
@@ -207,19 +156,11 @@ void mf_worker_stop(mf_worker_t *w)
             mf_conn_close_when_done(c);
 }
 
-void mf__worker_conn_closed(mf_worker_t *w)
-{
-    if (w->accept_paused && w->nconns < w->cfg.max_conns && !w->stopping) {
-        w->accept_paused = 0;
-        mf_listener_enable_all(w, 1);
-    }
-}
-
 void mf_worker_close(mf_worker_t *w)
 {
     mf_listener_close_all(w);
     while (w->conns)
-        mf_conn_destroy(w->conns);
+        mf_conn_close(w->conns);
     /* Requests still owned by Lua are not freed by their connection: end them here. */
     while (w->reqs)
         mf_request_finish(w->reqs, 0, MF_FINISH_OK);
@@ -308,19 +249,6 @@ int mf_ffi_worker_poll(mf_worker_t *w, int timeout_ms, mf_event_t **events)
     return (int)w->delivered.len;
 }
 
-void mf__worker_released(mf_worker_t *w, uint64_t token)
-{
-    if (w->nreleased == w->released_cap) {
-        uint32_t cap = w->released_cap ? w->released_cap * 2 : 64;
-        uint64_t *t = realloc(w->released, cap * sizeof *t);
-        if (!t)
-            return; /* the string stays pinned: a leak in Lua, never a use after free */
-        w->released = t;
-        w->released_cap = cap;
-    }
-    w->released[w->nreleased++] = token;
-}
-
 uint32_t mf_ffi_worker_released(mf_worker_t *w, uint64_t **tokens)
 {
     uint64_t *t = w->released_lua;
@@ -353,7 +281,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    mf__worker_push(w, MF_EV_TIMER, NULL, t->token);
+    mf__worker_event(w, MF_EV_TIMER, t->token);
     t->next_free = w->timer_pool;
     w->timer_pool = t;
 }
