@@ -116,8 +116,11 @@ static int output(mf_conn_t *c, mf_conn_link_t *l, int stream, const void *a, si
         size_t nb = blen < MF_OUT_CONTENT_MAX - na ? blen : MF_OUT_CONTENT_MAX - na;
         if (add_record(c, (uint8_t)stream, l->id, pa, na, pb, nb, nb ? token : 0, nrefs) < 0)
             return -1;
-        pa += na, alen -= na;
-        pb += nb, blen -= nb;
+        /* No arithmetic on a NULL part (an empty a or b). */
+        if (na)
+            pa += na, alen -= na;
+        if (nb)
+            pb += nb, blen -= nb;
     }
     return 0;
 }
