@@ -20,6 +20,10 @@ const char mf_config_usage[] =
     "options:\n"
     "  --listen ADDR          HOST:PORT, [V6]:PORT or unix:/PATH (default: fd 0 if it is a\n"
     "                         listening socket, then systemd's LISTEN_FDS, then 127.0.0.1:9000)\n"
+    "  --http ADDR            also serve plain HTTP/1.1 on HOST:PORT (repeatable; for\n"
+    "                         development: production goes behind a web server)\n"
+    "  --http-root DIR        with --http: serve the files under DIR when they exist\n"
+    "  --http-role ROLE       with --http: responder (default) or authorizer\n"
     "  --workers N            worker processes (default: number of CPUs)\n"
     "  --max-conns N          open connections per worker (default 1024)\n"
     "  --max-reqs N           requests in flight per worker (default 1024)\n"
@@ -146,14 +150,18 @@ enum {
     OPT_RESOLVER_TIMEOUT,
     OPT_RESOLVER_VALID,
     OPT_RESOLVER_IPV6,
+    OPT_HTTP,
+    OPT_HTTP_ROOT,
+    OPT_HTTP_ROLE,
     OPT_COUNT
 };
 
 static const char *const value_opts[OPT_COUNT] = {
-    "--listen",      "--workers",  "--max-conns",        "--max-reqs",       "--max-params",
-    "--max-body",    "--timeout",  "--idle-timeout",     "--read-timeout",   "--allow",
-    "--socket-mode", "--user",     "--log-level",        "--pid-file",       "--check-timeout",
-    "--shared",      "--resolver", "--resolver-timeout", "--resolver-valid", "--resolver-ipv6",
+    "--listen",      "--workers",   "--max-conns",        "--max-reqs",       "--max-params",
+    "--max-body",    "--timeout",   "--idle-timeout",     "--read-timeout",   "--allow",
+    "--socket-mode", "--user",      "--log-level",        "--pid-file",       "--check-timeout",
+    "--shared",      "--resolver",  "--resolver-timeout", "--resolver-valid", "--resolver-ipv6",
+    "--http",        "--http-root", "--http-role",
 };
 
 int mf_config_valid_servers(const char *list)
@@ -257,6 +265,18 @@ static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t
     case OPT_RESOLVER_IPV6:
         ok = strcmp(v, "on") == 0 || strcmp(v, "off") == 0;
         cfg->resolver_ipv6 = strcmp(v, "on") == 0;
+    case OPT_HTTP:
+        ok = *v != '\0' && cfg->nhttp < (int)(sizeof cfg->http / sizeof cfg->http[0]);
+        if (ok)
+            cfg->http[cfg->nhttp++] = v;
+        break;
+    case OPT_HTTP_ROOT:
+        ok = *v != '\0';
+        cfg->http_root = v;
+        break;
+    case OPT_HTTP_ROLE:
+        ok = strcmp(v, "responder") == 0 || strcmp(v, "authorizer") == 0;
+        cfg->http_role = strcmp(v, "authorizer") == 0 ? 2 : 1;
         break;
     case OPT_LOG_LEVEL:
         cfg->log_level = mf_log_parse_level(v);

@@ -9,7 +9,11 @@
 typedef struct mf_config {
     const char *app_path; /* as given on the command line */
     const char *listen;   /* --listen, or NULL */
-    int workers;          /* 0: the number of CPUs */
+    const char *http[8];  /* --http addresses */
+    int nhttp;
+    const char *http_root; /* --http-root, or NULL */
+    int http_role;         /* --http-role: MF_RESPONDER (0: the default) or MF_AUTHORIZER */
+    int workers;           /* 0: the number of CPUs */
     unsigned max_conns;
     unsigned max_reqs;
     size_t max_params;

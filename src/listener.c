@@ -1,5 +1,6 @@
 #include "listener.h"
 #include "fcgi.h"
+#include "http.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -31,6 +32,7 @@ struct mf_listener {
     mf_worker_t *w;
     struct event retry;
     int is_tcp;
+    int http;           /* connections speak HTTP (--http), not FastCGI */
     char *allow;        /* comma-separated addresses, or NULL for all */
     int idle_deferrals; /* connections left to an idle worker in a row (should_defer) */
     uint32_t coin;      /* xorshift state for the idle hand-over's coin */
@@ -183,12 +185,24 @@ int mf_listener_open(const mf_config_t *cfg, mf_listen_set_t *set, char *err, si
     const char *pid = getenv("LISTEN_PID"), *nfds = getenv("LISTEN_FDS");
 
     memset(set, 0, sizeof *set);
+    for (int i = 0; i < cfg->nhttp; i++) {
+        const char *a = cfg->http[i];
+        int rc = strncmp(a, "unix:", 5) == 0 ? open_unix(a + 5, cfg->socket_mode, set, err, errlen)
+                                             : open_tcp(a, set, err, errlen);
+        if (rc < 0)
+            return -1;
+        set->http[set->n - 1] = 1;
+        set->source = "--http";
+    }
     if (cfg->listen) {
-        set->source = "--listen";
+        set->source = cfg->nhttp ? "--http and --listen" : "--listen";
         if (strncmp(cfg->listen, "unix:", 5) == 0)
             return open_unix(cfg->listen + 5, cfg->socket_mode, set, err, errlen);
         return open_tcp(cfg->listen, set, err, errlen);
     }
+    /* With --http alone, nothing speaks FastCGI: a developer's machine needs no port 9000. */
+    if (cfg->nhttp)
+        return 0;
     if (fd0_is_listener()) {
         set->source = "fd 0";
         set->fds[set->n++] = 0;
@@ -269,7 +283,8 @@ static void take(mf_listener_t *ls, int fd, const struct sockaddr *sa)
     mf_worker_t *w = ls->w;
     int one = 1;
 
-    if (ls->is_tcp && !mf_listener_allowed(ls->allow, sa)) {
+    /* --allow names web servers; an HTTP listener's peers are browsers. */
+    if (ls->is_tcp && !ls->http && !mf_listener_allowed(ls->allow, sa)) {
         char host[INET6_ADDRSTRLEN] = "?";
         if (sa->sa_family == AF_INET)
             inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
@@ -281,7 +296,7 @@ static void take(mf_listener_t *ls, int fd, const struct sockaddr *sa)
     }
     if (ls->is_tcp)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (mf_fcgi_conn_new(w, fd)) {
+    if (ls->http ? mf_http_conn_new(w, fd) != NULL : mf_fcgi_conn_new(w, fd) != NULL) {
         w->accepted++;
         if (w->slot)
             w->slot->last_accept = mf_status_clock();
@@ -403,7 +418,8 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
         event_add(&ls->ev, NULL);
 }
 
-int mf_listener_attach(mf_worker_t *w, int fd, const char *allow, char *err, size_t errlen)
+int mf_listener_attach(mf_worker_t *w, int fd, int http, const char *allow, char *err,
+                       size_t errlen)
 {
     mf_listener_t *ls = calloc(1, sizeof *ls);
     struct sockaddr_storage ss;
@@ -415,6 +431,7 @@ int mf_listener_attach(mf_worker_t *w, int fd, const char *allow, char *err, siz
     }
     ls->w = w;
     ls->fd = fd;
+    ls->http = http;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
         ls->is_tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
     if (allow && !(ls->allow = strdup(allow))) {

@@ -105,7 +105,8 @@ static void worker_main(master_t *m, int i, const sigset_t *mask)
     /* Our own handlers are in place: signals that came meanwhile are delivered now. */
     sigprocmask(SIG_SETMASK, mask, NULL);
     for (int k = 0; k < m->set->n; k++) {
-        if (mf_listener_attach(w, m->set->fds[k], m->cfg->allow, err, sizeof err) < 0) {
+        if (mf_listener_attach(w, m->set->fds[k], m->set->http[k], m->cfg->allow, err, sizeof err) <
+            0) {
             mf_log_error("%s", err);
             _exit(1);
         }
