@@ -668,7 +668,7 @@ static int build_params(http_conn_t *hc, const char *uri, size_t ulen, const cha
     const http_parser *p = &hc->p;
     const hdr_t *ct = find_header(hc, "Content-Type"), *cl = find_header(hc, "Content-Length");
     const hdr_t *host = find_header(hc, "Host");
-    char proto[16], port[8], rport[8];
+    char proto[24], port[12], rport[12];
     const char *name = hc->server_addr;
     size_t name_len = strlen(name);
     char hn[256];

@@ -202,11 +202,12 @@ function _M.free_port()
 end
 
 -- Starts moonfcgi serving app; opts.args: extra arguments; opts.listen: the address
--- (default: a free loopback port). Returns the process, with .addr set, once it accepts.
+-- (default: a free loopback port); opts.http: the address is an --http one instead of
+-- --listen. Returns the process, with .addr set, once it accepts.
 function _M.moonfcgi(app, opts)
     opts = opts or {}
     local addr = opts.listen or ("127.0.0.1:" .. _M.free_port())
-    local argv = { _M.bin, "--listen", addr }
+    local argv = { _M.bin, opts.http and "--http" or "--listen", addr }
     for _, a in ipairs(opts.args or {}) do
         argv[#argv + 1] = a
     end
