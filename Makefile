@@ -31,7 +31,7 @@ asan-build: deps
 fuzz-build: test-deps
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMF_FUZZ=ON \
 	    -DBUILD_TESTING=OFF >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_conn fuzz_record
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_conn fuzz_record fuzz_http
 
 run: build
 	@tools/install-deps.sh run

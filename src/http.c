@@ -697,6 +697,16 @@ static int build_params(http_conn_t *hc, const char *uri, size_t ulen, const cha
     rc |= param(b, "REQUEST_URI", 11, hc->head.p, hc->url_len);
     rc |= param(b, "DOCUMENT_URI", 12, uri, ulen);
     rc |= sparam(b, "DOCUMENT_ROOT", hc->c.w->cfg.http_root ? hc->c.w->cfg.http_root : "");
+    {
+        /* The recipe's SCRIPT_FILENAME, $document_root$fastcgi_script_name (docs/servers). */
+        const char *root = hc->c.w->cfg.http_root ? hc->c.w->cfg.http_root : "";
+        size_t rl = strlen(root);
+        mf_buf_t sf = {0};
+        mf_buf_append(&sf, root, rl);
+        mf_buf_append(&sf, uri, ulen);
+        rc |= param(b, "SCRIPT_FILENAME", 15, sf.p ? sf.p : "", sf.len);
+        mf_buf_free(&sf);
+    }
     rc |= sparam(b, "SERVER_PROTOCOL", proto);
     rc |= sparam(b, "REQUEST_SCHEME", "http");
     rc |= sparam(b, "GATEWAY_INTERFACE", "CGI/1.1");
@@ -820,7 +830,8 @@ static int on_headers_complete(http_parser *p)
     mf_buf_free(&uri);
     /* The params are complete: the request goes to Lua, or is answered (431) at once. */
     mf_request_params(r, (const uint8_t *)hc->params.p, hc->params.len);
-    mf_request_params(r, NULL, 0);
+    if (hc->r) /* not answered at once (431): the params end here */
+        mf_request_params(r, NULL, 0);
     mf_buf_reset(&hc->params, 16 * 1024);
     expect = find_header(hc, "Expect");
     if (hc->r && expect && hc->minor1 && expect->value_len == 12 &&

@@ -15,7 +15,7 @@ build=$(cd "$1" && pwd) || exit 2
 seconds=${2:-60}
 cd "$(dirname "$0")/../.."
 
-targets=(conn record)
+targets=(conn record http)
 per=$(( seconds / ${#targets[@]} ))
 [ "$per" -ge 1 ] || per=1
 findings="$build/fuzz-findings"
@@ -53,7 +53,7 @@ for t in "${targets[@]}"; do
         passed=$(( passed + 1 ))
     else
         echo "fuzz_$t: FAILED (exit status $status)" >&2
-        grep -E 'ERROR: |SUMMARY: |fuzz_(conn|record): |Test unit written to' "$log" | head -n 20 >&2
+        grep -E 'ERROR: |SUMMARY: |fuzz_(conn|record|http): |Test unit written to' "$log" | head -n 20 >&2
         ls -1 "$findings"/"$t"-* 2>/dev/null | sed 's/^/  finding: /' >&2
         cp "$log" "$findings/$t.log"
         echo "  full log: $findings/$t.log" >&2
