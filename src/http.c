@@ -268,7 +268,7 @@ static void parse_cgi_head(http_conn_t *hc, const char *p, size_t len)
 }
 
 /* Body bytes of the answer: held back until HOLD_MAX, then framed as they come. */
-static int body(http_conn_t *hc, const uint8_t *p, size_t n, uint64_t token)
+static int body(http_conn_t *hc, const uint8_t *p, size_t n, uint64_t token, int *nrefs)
 {
     mf_conn_t *c = &hc->c;
     char line[24];
@@ -278,10 +278,12 @@ static int body(http_conn_t *hc, const uint8_t *p, size_t n, uint64_t token)
         return 0;
     if (!hc->committed) {
         if (token ? mf_conn_add_ref(c, hc->held, p, n, token) : evbuffer_add(hc->held, p, n))
-            return -1;
+            return mf_conn_out_failed(c);
+        if (token)
+            (*nrefs)++;
         if (evbuffer_get_length(hc->held) > HOLD_MAX && commit(hc, 0) < 0)
             return -1;
-        return token ? 1 : 0;
+        return 0;
     }
     if (hc->chunked) {
         int k = snprintf(line, sizeof line, "%zx\r\n", n);
@@ -290,14 +292,15 @@ static int body(http_conn_t *hc, const uint8_t *p, size_t n, uint64_t token)
     }
     if (token) {
         if (mf_conn_add_ref(c, c->out, p, n, token) < 0)
-            return -1;
+            return mf_conn_out_failed(c);
+        (*nrefs)++;
         mf_conn_counted(c, n);
     } else if (mf_conn_add(c, p, n) < 0) {
         return -1;
     }
     if (hc->chunked && mf_conn_add(c, "\r\n", 2) < 0)
         return -1;
-    return token ? 1 : 0;
+    return 0;
 }
 
 /* Finds the blank line that ends a header block in b from byte from on; 0 if none. */
@@ -314,31 +317,31 @@ static size_t head_end(const mf_buf_t *b, size_t from)
     return 0;
 }
 
-static int feed(http_conn_t *hc, const uint8_t *p, size_t n, uint64_t token)
+static int feed(http_conn_t *hc, const uint8_t *p, size_t n, uint64_t token, int *nrefs)
 {
     size_t from, end;
 
     if (n == 0 || hc->discard)
         return 0;
     if (hc->head_done)
-        return body(hc, p, n, token);
+        return body(hc, p, n, token, nrefs);
     from = hc->cgi.len > 2 ? hc->cgi.len - 2 : 0;
     if (mf_buf_append(&hc->cgi, p, n) < 0)
-        return -1;
+        return mf_conn_out_failed(&hc->c);
     if ((end = head_end(&hc->cgi, from)) == 0) {
         if (hc->cgi.len > CGI_HEAD_MAX)
             bad_answer(hc, "a CGI header block over 64 KiB");
         return 0;
     }
     parse_cgi_head(hc, hc->cgi.p, end);
-    if (!hc->discard && body(hc, (const uint8_t *)hc->cgi.p + end, hc->cgi.len - end, 0) < 0)
+    if (!hc->discard && body(hc, (const uint8_t *)hc->cgi.p + end, hc->cgi.len - end, 0, NULL) < 0)
         return -1;
     mf_buf_reset(&hc->cgi, 4096);
     return 0;
 }
 
 static int output(mf_conn_t *c, mf_conn_link_t *l, int stream, const void *a, size_t alen,
-                  const void *b, size_t blen, uint64_t token)
+                  const void *b, size_t blen, uint64_t token, int *nrefs)
 {
     http_conn_t *hc = (http_conn_t *)c;
 
@@ -349,9 +352,11 @@ static int output(mf_conn_t *c, mf_conn_link_t *l, int stream, const void *a, si
                     (const char *)b);
         return 0;
     }
-    if (!hc->r || feed(hc, a, alen, 0) < 0)
-        return hc->r ? -1 : 0;
-    return feed(hc, b, blen, token);
+    if (!hc->r)
+        return 0;
+    if (feed(hc, a, alen, 0, NULL) < 0)
+        return -1;
+    return feed(hc, b, blen, token, nrefs);
 }
 
 static int on_commit(mf_conn_t *c, mf_conn_link_t *l)
