@@ -1,5 +1,6 @@
 # The front door. On a fresh Debian 12 machine, as root:
-#   make run    installs what is missing, builds, serves examples/rest.lua behind nginx
+#   make run    installs what is missing, builds, serves examples/rest.lua (and its page) with
+#               moonfcgi --http on 127.0.0.1:8080 (make run-nginx: behind nginx instead)
 #   make test   installs what is missing, builds, runs every test (also under ASan+UBSan)
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -9,7 +10,7 @@ FUZZ_SECONDS ?= 30
 # make bench BENCH_RESULTS=bench/RESULTS.md also appends the report there.
 BENCH_RESULTS ?=
 
-.PHONY: all deps test-deps build asan-build fuzz-build run test check-unit check-spec \
+.PHONY: all deps test-deps build asan-build fuzz-build run run-nginx test check-unit check-spec \
         check-integration check-asan check-fuzz check-format bench install clean
 
 all: build
@@ -33,8 +34,16 @@ fuzz-build: test-deps
 	    -DBUILD_TESTING=OFF >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_conn fuzz_record fuzz_http
 
+# Development mode (docs/http.md): the REST example and its page, reloaded on every save.
 run: build
 	@tools/install-deps.sh run
+	@echo "serving examples/rest.lua on http://127.0.0.1:8080/ (Ctrl-C stops)"
+	@$(BUILD)/moonfcgi --http 127.0.0.1:8080 --http-root examples/rest-ui --workers 1 --watch \
+	    examples/rest.lua
+
+# The deployment the guides describe: nginx in front, FastCGI behind it.
+run-nginx: build
+	@tools/install-deps.sh run-nginx
 	@examples/serve-behind-nginx.sh $(BUILD)/moonfcgi examples/rest.lua
 
 # Every test: the plain build, then the ASan+UBSan build, then the fuzz targets; the last

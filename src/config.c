@@ -265,6 +265,7 @@ static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t
     case OPT_RESOLVER_IPV6:
         ok = strcmp(v, "on") == 0 || strcmp(v, "off") == 0;
         cfg->resolver_ipv6 = strcmp(v, "on") == 0;
+        break;
     case OPT_HTTP:
         ok = *v != '\0' && cfg->nhttp < (int)(sizeof cfg->http / sizeof cfg->http[0]);
         if (ok)

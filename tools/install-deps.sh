@@ -1,22 +1,25 @@
 #!/bin/sh
 # Installs the Debian packages that building, running and testing moonfcgi need, and only
 # those that are missing. Run as root (make run / make test call it).
-#   tools/install-deps.sh build   compiler, LuaJIT, libevent, PCRE2, OpenSSL, busted, lua-cjson
-#   tools/install-deps.sh run     the above, plus nginx (make run puts it in front)
-#   tools/install-deps.sh test    the above, plus clang's libFuzzer, the web servers and
-#                                 clients the integration tests start, the upstream servers
-#                                 the socket specs start (Redis, memcached, PostgreSQL,
-#                                 dnsmasq, openssl for their certificates), and Debian's
-#                                 OpenResty Lua libraries, downloaded and unpacked but not
-#                                 installed (tools/fetch-resty.sh)
+#   tools/install-deps.sh build   compiler, LuaJIT, libevent, libhttp-parser, PCRE2, OpenSSL,
+#                                 busted, lua-cjson
+#   tools/install-deps.sh run     the above, plus curl (make run-nginx: nginx too)
+#   tools/install-deps.sh test    the above, plus clang's libFuzzer, the web servers,
+#                                 clients and the browser (chromium) the integration tests
+#                                 start, the upstream servers the socket specs start (Redis,
+#                                 memcached, PostgreSQL, dnsmasq, openssl for their
+#                                 certificates), and Debian's OpenResty Lua libraries,
+#                                 downloaded and unpacked but not installed (tools/fetch-resty.sh)
 set -eu
 
-want="build-essential cmake pkg-config libevent-dev libpcre2-dev libssl-dev lua-busted lua-cjson"
+want="build-essential cmake pkg-config libevent-dev libhttp-parser-dev libpcre2-dev libssl-dev
+    lua-busted lua-cjson"
 case "${1:-build}" in
-run) want="$want nginx curl" ;;
+run) want="$want curl" ;;
+run-nginx) want="$want nginx curl" ;;
 test) want="$want nginx curl clang libclang-rt-14-dev libfcgi-bin spawn-fcgi systemd util-linux
     apache2-bin lighttpd caddy haproxy redis-server redis-tools memcached postgresql
-    dnsmasq-base openssl ca-certificates" ;;
+    dnsmasq-base openssl ca-certificates python3 chromium wrk" ;;
 esac
 
 missing=""
