@@ -1,6 +1,7 @@
 /*
  * One request's state machine: params, the STDIN and DATA streams, the response (status,
- * header block, body framed into STDOUT records) and its single END_REQUEST.
+ * CGI header block, body, handed to the connection's protocol to frame: STDOUT records for
+ * FastCGI, an HTTP response for --http) and its single end.
  *
  * Ownership: a request belongs to its connection until its params are complete and a NEW
  * event hands it to Lua (r->lua). From then on only mf_request_finish(), called when the
