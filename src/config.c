@@ -53,6 +53,11 @@ const char mf_config_usage[] =
     "  --resolver-valid SECONDS\n"
     "                         cache answers at most this long (default: their TTL)\n"
     "  --resolver-ipv6 on|off ask for IPv6 addresses (AAAA) too (default on)\n"
+    "  --max-sockets N        open outbound sockets (cosockets) per worker (default 4096)\n"
+    "  --socket-timeout SECONDS\n"
+    "                         default connect, send and read timeout of a socket (default 60)\n"
+    "  --socket-buffer BYTES  the most unread data one socket holds for *l, *a and\n"
+    "                         receiveuntil (default 16M); past it: \"buffer too large\"\n"
     "\n"
     "signals to the master: SIGHUP reloads the app, SIGTERM/SIGINT stop gracefully,\n"
     "SIGUSR1 writes each worker's status to the log\n";
@@ -72,6 +77,9 @@ void mf_config_defaults(mf_config_t *cfg)
     cfg->log_level = MF_LOG_INFO;
     cfg->resolver_timeout = 30;
     cfg->resolver_ipv6 = 1;
+    cfg->max_sockets = 4096;
+    cfg->socket_timeout = 60;
+    cfg->socket_buffer = 16 * 1024 * 1024;
 }
 
 int mf_config_parse_size(const char *s, size_t *out)
@@ -153,15 +161,19 @@ enum {
     OPT_HTTP,
     OPT_HTTP_ROOT,
     OPT_HTTP_ROLE,
+    OPT_MAX_SOCKETS,
+    OPT_SOCKET_TIMEOUT,
+    OPT_SOCKET_BUFFER,
     OPT_COUNT
 };
 
 static const char *const value_opts[OPT_COUNT] = {
-    "--listen",      "--workers",   "--max-conns",        "--max-reqs",       "--max-params",
-    "--max-body",    "--timeout",   "--idle-timeout",     "--read-timeout",   "--allow",
-    "--socket-mode", "--user",      "--log-level",        "--pid-file",       "--check-timeout",
-    "--shared",      "--resolver",  "--resolver-timeout", "--resolver-valid", "--resolver-ipv6",
-    "--http",        "--http-root", "--http-role",
+    "--listen",        "--workers",   "--max-conns",        "--max-reqs",       "--max-params",
+    "--max-body",      "--timeout",   "--idle-timeout",     "--read-timeout",   "--allow",
+    "--socket-mode",   "--user",      "--log-level",        "--pid-file",       "--check-timeout",
+    "--shared",        "--resolver",  "--resolver-timeout", "--resolver-valid", "--resolver-ipv6",
+    "--http",          "--http-root", "--http-role",        "--max-sockets",    "--socket-timeout",
+    "--socket-buffer",
 };
 
 int mf_config_valid_servers(const char *list)
@@ -216,6 +228,12 @@ static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t
     case OPT_IDLE_TIMEOUT: ok = parse_seconds(v, &cfg->idle_timeout) == 0; break;
     case OPT_READ_TIMEOUT: ok = parse_seconds(v, &cfg->read_timeout) == 0; break;
     case OPT_CHECK_TIMEOUT: ok = parse_seconds(v, &cfg->check_timeout) == 0; break;
+    case OPT_MAX_SOCKETS: ok = parse_uint(v, 1, 1000000, &cfg->max_sockets) == 0; break;
+    case OPT_SOCKET_TIMEOUT: ok = parse_seconds(v, &cfg->socket_timeout) == 0; break;
+    case OPT_SOCKET_BUFFER:
+        ok = mf_config_parse_size(v, &cfg->socket_buffer) == 0 && cfg->socket_buffer >= 1024 &&
+             cfg->socket_buffer <= 0x7fffffff;
+        break;
     case OPT_ALLOW:
         ok = *v != '\0';
         cfg->allow = v;

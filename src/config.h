@@ -36,6 +36,9 @@ typedef struct mf_config {
     int resolver_ipv6;       /* --resolver-ipv6: ask AAAA too */
     const char *resolv_conf; /* NULL: /etc/resolv.conf (tests point these elsewhere) */
     const char *hosts_file;  /* NULL: /etc/hosts */
+    unsigned max_sockets;    /* --max-sockets: open outbound sockets per worker */
+    double socket_timeout;   /* --socket-timeout: connect/send/read default */
+    size_t socket_buffer;    /* --socket-buffer: what one socket may hold unread */
     int check;               /* --check: compile the app and exit */
     int action;              /* MF_CONFIG_SERVE, _HELP or _VERSION */
 } mf_config_t;

@@ -114,6 +114,8 @@ struct mf_worker {
     int now_valid;           /* now and wall were read in this turn */
     mf_resolver_t *resolver; /* started by the first name look-up (resolver.c) */
     char *resolver_servers;  /* cfg.resolver's copy when set by mf_ffi_resolver_configure */
+    struct mf_sock *socks;   /* outbound sockets not yet closed (socket.c) */
+    unsigned nsocks;         /* those with an fd, for --max-sockets */
 
     /* Called when a connection goes away (set by worker.c: accepting resumes under
      * --max-conns); the connection layer does not know who listens. */

@@ -8,6 +8,7 @@
 #include "listener.h"
 #include "log.h"
 #include "request.h"
+#include "socket.h"
 
 #include <math.h>
 #include <signal.h>
@@ -161,6 +162,7 @@ void mf_worker_close(mf_worker_t *w)
     mf_listener_close_all(w);
     while (w->conns)
         mf_conn_close(w->conns);
+    mf_socket_close_all(w);
     /* Requests still owned by Lua are not freed by their connection: end them here. */
     while (w->reqs)
         mf_request_finish(w->reqs, 0, MF_FINISH_OK);

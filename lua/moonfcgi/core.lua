@@ -28,7 +28,8 @@ enum {
     MF_EV_TIMEOUT = 3,
     MF_EV_TIMER = 4,
     MF_EV_RELOAD = 5,
-    MF_EV_KILL = 6
+    MF_EV_KILL = 6,
+    MF_EV_WAKE_TOKEN = 7
 };
 
 enum { MF_FINISH_OK = 0, MF_FINISH_ERROR = 1, MF_FINISH_TIMEOUT = 2 };

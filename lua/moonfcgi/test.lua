@@ -7,6 +7,7 @@ local core = require "moonfcgi.core"
 local runtime = require "moonfcgi.runtime"
 local client = require "moonfcgi.client"
 local shdict = require "moonfcgi.shdict"
+local socket = require "moonfcgi.socket"
 
 local C = core.C
 
@@ -25,7 +26,8 @@ local LEVELS = { none = -1, error = 0, warn = 1, info = 2, debug = 3 }
 -- default), "warn", "info", "debug", or $MOONFCGI_LOG_LEVEL) and shared (name -> size,
 -- "1m" or bytes: dictionaries of this app alone, as --shared declares them; app.shared
 -- holds them, and app:close() unmaps them); resolver, resolver_timeout, resolver_valid and
--- resolver_ipv6 (a boolean) as --resolver and its friends.
+-- resolver_ipv6 (a boolean) as --resolver and its friends; max_sockets, socket_timeout
+-- (seconds) and socket_buffer (bytes) as --max-sockets, --socket-timeout, --socket-buffer.
 function _M.load(path, opts)
     if type(path) ~= "string" then
         error("bad argument #1 to 'load' (path of an app file expected)", 2)
@@ -56,6 +58,9 @@ function _M.load(path, opts)
             error("bad option 'resolver' (IP, IP:PORT or [V6]:PORT, comma-separated): "
                 .. tostring(opts.resolver), 2)
         end
+    end
+    if opts.max_sockets or opts.socket_timeout or opts.socket_buffer then
+        socket.configure(w, opts.max_sockets, opts.socket_timeout, opts.socket_buffer)
     end
     local dicts = {}
     if opts.shared ~= nil then

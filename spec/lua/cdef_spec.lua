@@ -3,6 +3,7 @@
 local core = require "moonfcgi.core"
 local codec = require "moonfcgi.ngx.codec"
 local shdict = require "moonfcgi.shdict"
+local socket = require "moonfcgi.socket"
 
 local function normalize(s)
     return (s:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
@@ -19,6 +20,7 @@ for _, pair in ipairs({
     { "src/ffi.h", "lua/moonfcgi/core.lua", core.cdef },
     { "src/ngx.h", "lua/moonfcgi/ngx/codec.lua", codec.cdef },
     { "src/shdict.h", "lua/moonfcgi/shdict.lua", shdict.cdef },
+    { "src/socket.h", "lua/moonfcgi/socket.lua", socket.cdef },
 }) do
     local header, module, cdef = pair[1], pair[2], pair[3]
     describe("the FFI declarations of " .. module, function()
