@@ -156,6 +156,7 @@ local function checkout(pool)
         local e = idle[#idle]
         idle[#idle] = nil
         if C.mf_ffi_sock_unpark(e.s) == OK then
+            e.s = ffi_gc(e.s, nil) -- owned by the socket object (its proxy) from now on
             return e
         end
         pool.total = pool.total - 1
@@ -265,14 +266,19 @@ local function ensure(st)
         if s == nil then
             return nil, "out of memory"
         end
-        st.s = ffi_gc(s, C.mf_ffi_sock_free)
+        st.s = s
         st.token = token
     end
     return st.s
 end
 
-local function wait(st)
+-- obj (the socket object) is held while its operation waits: nothing else may reference it
+-- then (sock:receive() on a temporary), and its collection would free the C socket under the
+-- operation.
+local function wait(st, obj)
+    st.hold = obj
     runtime.wait(st.token)
+    st.hold = nil
 end
 
 local function busy(st)
@@ -285,16 +291,20 @@ local function busy(st)
     end
 end
 
--- A socket object: { _st = st, _gc = proxy }. The proxy closes the connection when the object
--- is collected (st outlives it in its thread's cleanup).
+-- A socket object: { _st = st, _gc = proxy }. Who frees a C socket: the proxy of the object
+-- whose st holds it, when the object is collected (st may outlive it in its thread's cleanup,
+-- which then finds st.s gone); or, while it is pooled, ffi.gc on the pool entry's cdata. One
+-- owner at a time, handed over by setkeepalive and checkout, so nothing is freed twice.
 local function new_object(kind, mt)
     local st = { kind = kind, ct = 0, wt = 0, rt = 0, reused = 0 }
     local th = runtime.current_thread()
     st.owner = th
     local proxy = newproxy(true)
     getmetatable(proxy).__gc = function()
-        if is_open(st) then
-            C.mf_ffi_sock_close(st.s)
+        local s = st.s
+        if s ~= nil then
+            st.s = nil
+            C.mf_ffi_sock_free(s)
             released(st)
         end
     end
@@ -414,7 +424,7 @@ local function send(self, data, udp)
     st.writing = true
     local rc = C.mf_ffi_sock_send(s, st.wt)
     while rc == WAIT do
-        wait(st)
+        wait(st, self)
         rc = C.mf_ffi_sock_send(s, st.wt)
     end
     st.writing = nil
@@ -460,12 +470,12 @@ local function check_read(self, level)
     return st
 end
 
-local function receive_mode(st, mode, size)
+local function receive_mode(obj, st, mode, size)
     local s = st.s
     st.reading = true
     local rc = C.mf_ffi_sock_receive(s, mode, size, st.rt, pp, pl)
     while rc == WAIT do
-        wait(st)
+        wait(st, obj)
         rc = C.mf_ffi_sock_receive(s, mode, size, st.rt, pp, pl)
     end
     return received(st, rc)
@@ -483,7 +493,7 @@ _M.stream = _M.tcp
 
 -- Waits for room in a full pool with a backlog (cosocket.md section 2): true (there is
 -- room, or e: an idle connection of the pool) or nil, err.
-local function queue_for(st, pool, backlog)
+local function queue_for(obj, st, pool, backlog)
     if #pool.queue >= backlog then
         return nil, "too many waiting connect operations"
     end
@@ -503,7 +513,7 @@ local function queue_for(st, pool, backlog)
             wake_queue(pool)
             return nil, rc == TIMEOUT and "timeout" or ffi_string(C.mf_ffi_sock_errmsg(s))
         end
-        wait(st)
+        wait(st, obj)
         prune(pool)
         local e = #pool.idle > 0 and checkout(pool)
         if e or pool.total < pool.size then
@@ -516,6 +526,9 @@ local function queue_for(st, pool, backlog)
 end
 
 local function adopt(st, e, pool, th)
+    if st.s ~= nil then
+        C.mf_ffi_sock_free(st.s) -- the one that held the place in the queue
+    end
     st.s, st.token, st.reused = e.s, e.token, e.reused + 1
     st.pool, st.invalid = pool, nil
     register(st, th)
@@ -578,7 +591,7 @@ function tcp:connect(host, port, opts)
     if backlog and pool.size then
         prune(pool)
         if pool.total >= pool.size then
-            local ok, got = queue_for(st, pool, backlog)
+            local ok, got = queue_for(self, st, pool, backlog)
             if not ok then
                 return nil, got
             end
@@ -598,7 +611,7 @@ function tcp:connect(host, port, opts)
     st.connecting = true
     local rc = C.mf_ffi_sock_connect(s, addr, pnum, st.ct)
     while rc == WAIT do
-        wait(st)
+        wait(st, self)
         rc = C.mf_ffi_sock_connecting(s)
     end
     st.connecting = nil
@@ -643,7 +656,7 @@ function tcp:receive(pattern)
     if mode == READ_SIZE and size == 0 then
         return ""
     end
-    return receive_mode(st, mode, size)
+    return receive_mode(self, st, mode, size)
 end
 
 function tcp:receiveany(max)
@@ -655,7 +668,7 @@ function tcp:receiveany(max)
     if not st then
         return nil, err
     end
-    return receive_mode(st, READ_ANY, math_floor(n))
+    return receive_mode(self, st, READ_ANY, math_floor(n))
 end
 
 function tcp:receiveuntil(pattern, opts)
@@ -702,7 +715,7 @@ function tcp:receiveuntil(pattern, opts)
         local rc = C.mf_ffi_sock_receive_until(s, pattern, plen, n, inclusive and 1 or 0, st.rt,
             pp, pl, pfound)
         while rc == WAIT do
-            wait(st)
+            wait(st, sock)
             rc = C.mf_ffi_sock_receive_until(s, pattern, plen, n, inclusive and 1 or 0, st.rt,
                 pp, pl, pfound)
         end
@@ -787,7 +800,8 @@ function tcp:setkeepalive(idle_ms, size)
         pool.total = pool.total - 1
     end
     C.mf_ffi_sock_park(s, idle)
-    idle_list[#idle_list + 1] = { s = s, token = st.token, reused = st.reused }
+    idle_list[#idle_list + 1] = { s = ffi_gc(s, C.mf_ffi_sock_free), token = st.token,
+                                  reused = st.reused }
     st.s, st.pool, st.token = nil, nil, nil
     unregister(st)
     wake_queue(pool)
@@ -903,7 +917,7 @@ function udp:setpeername(host, port)
     st.connecting = true
     local rc = C.mf_ffi_sock_connect(s, addr, pnum, st.ct)
     while rc == WAIT do
-        wait(st)
+        wait(st, self)
         rc = C.mf_ffi_sock_connecting(s)
     end
     st.connecting = nil
@@ -935,7 +949,7 @@ function udp:receive(size)
     if not st then
         return nil, err
     end
-    local data, rerr = receive_mode(st, READ_ANY, n)
+    local data, rerr = receive_mode(self, st, READ_ANY, n)
     return data, rerr
 end
 
@@ -953,10 +967,11 @@ function _M.configure(w, max_sockets, timeout, buffer)
         tonumber(buffer) or 0)
 end
 
--- For specs: the open outbound sockets of the worker running now (pooled ones included), and
+-- For specs: the open outbound sockets of worker w or of the one running now (pooled ones
+-- included), and
 -- the idle connections of a pool.
-function _M.count()
-    local w = runtime.worker()
+function _M.count(w)
+    w = w or runtime.worker()
     return w and C.mf_ffi_sock_count(w) or 0
 end
 

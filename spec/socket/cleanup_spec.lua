@@ -49,15 +49,15 @@ describe("moonfcgi.socket cleanup", function()
         end)
         assert.is_false(out.ok)
         -- The case's pcall caught it; now a real handler error:
-        SOCKET_CASES["/err"] = function()
+        SOCKET_RAW["/err"] = function()
             local s = socket.tcp()
             assert(s:connect("127.0.0.1", peer.tcp))
             error("handler fails")
         end
         local res = app:request({ params = { REQUEST_URI = "/err" }, stdin = "" })
         assert.matches("handler fails", res.stderr)
-        assert.equal(base, h.fd_count())
-        assert.equal(0, h.call(app, socket.count))
+        assert.equal(0, socket.count(app.w))
+        assert.is_true(h.fd_count() <= base)
         app:close()
     end)
 
@@ -68,7 +68,7 @@ describe("moonfcgi.socket cleanup", function()
         local res = app:request({ params = { REQUEST_URI = "/slow" }, stdin = "" })
         assert.is_truthy(res)
         assert.is_true(h.eventually(app, function()
-            return h.fd_count() == base
+            return socket.count(app.w) == 0 and h.fd_count() <= base
         end))
         app:close()
     end)
@@ -87,7 +87,7 @@ describe("moonfcgi.socket cleanup", function()
         assert.is_true(with >= base + 4)
         conn:close()
         assert.is_true(h.eventually(app, function()
-            return h.fd_count() == base
+            return socket.count(app.w) == 0 and h.fd_count() <= base
         end), "fds: " .. h.fd_count() .. " of " .. base)
         app:close()
     end)
@@ -108,8 +108,9 @@ describe("moonfcgi.socket cleanup", function()
             return WAITING == 1
         end))
         conn:close()
+        local w = app.w
         app:close()
-        assert.equal(base, h.fd_count())
+        assert.is_true(h.fd_count() <= base)
     end)
 
     it("a garbage-collected socket is closed", function()
@@ -221,7 +222,7 @@ describe("moonfcgi.socket cleanup", function()
         end
         assert.equal(1000, pongs)
         assert.is_true(h.eventually(app, function()
-            return h.fd_count() == base
+            return socket.count(app.w) == 0 and h.fd_count() <= base
         end), "fds " .. h.fd_count() .. " of " .. base)
         app:close()
     end)
