@@ -58,6 +58,9 @@ const char mf_config_usage[] =
     "                         default connect, send and read timeout of a socket (default 60)\n"
     "  --socket-buffer BYTES  the most unread data one socket holds for *l, *a and\n"
     "                         receiveuntil (default 16M); past it: \"buffer too large\"\n"
+    "  --ssl-trusted-certificate FILE\n"
+    "                         CA certificates (PEM) that sslhandshake verifies against\n"
+    "                         (default /etc/ssl/certs/ca-certificates.crt)\n"
     "\n"
     "signals to the master: SIGHUP reloads the app, SIGTERM/SIGINT stop gracefully,\n"
     "SIGUSR1 writes each worker's status to the log\n";
@@ -164,16 +167,20 @@ enum {
     OPT_MAX_SOCKETS,
     OPT_SOCKET_TIMEOUT,
     OPT_SOCKET_BUFFER,
+    OPT_SSL_TRUSTED,
     OPT_COUNT
 };
 
 static const char *const value_opts[OPT_COUNT] = {
-    "--listen",        "--workers",   "--max-conns",        "--max-reqs",       "--max-params",
-    "--max-body",      "--timeout",   "--idle-timeout",     "--read-timeout",   "--allow",
-    "--socket-mode",   "--user",      "--log-level",        "--pid-file",       "--check-timeout",
-    "--shared",        "--resolver",  "--resolver-timeout", "--resolver-valid", "--resolver-ipv6",
-    "--http",          "--http-root", "--http-role",        "--max-sockets",    "--socket-timeout",
-    "--socket-buffer",
+    "--listen",         "--workers",       "--max-conns",
+    "--max-reqs",       "--max-params",    "--max-body",
+    "--timeout",        "--idle-timeout",  "--read-timeout",
+    "--allow",          "--socket-mode",   "--user",
+    "--log-level",      "--pid-file",      "--check-timeout",
+    "--shared",         "--resolver",      "--resolver-timeout",
+    "--resolver-valid", "--resolver-ipv6", "--http",
+    "--http-root",      "--http-role",     "--max-sockets",
+    "--socket-timeout", "--socket-buffer", "--ssl-trusted-certificate",
 };
 
 int mf_config_valid_servers(const char *list)
@@ -233,6 +240,10 @@ static int set_value(mf_config_t *cfg, int opt, const char *v, char *err, size_t
     case OPT_SOCKET_BUFFER:
         ok = mf_config_parse_size(v, &cfg->socket_buffer) == 0 && cfg->socket_buffer >= 1024 &&
              cfg->socket_buffer <= 0x7fffffff;
+        break;
+    case OPT_SSL_TRUSTED:
+        ok = *v != '\0';
+        cfg->ssl_trusted = v;
         break;
     case OPT_ALLOW:
         ok = *v != '\0';

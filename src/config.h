@@ -39,6 +39,7 @@ typedef struct mf_config {
     unsigned max_sockets;    /* --max-sockets: open outbound sockets per worker */
     double socket_timeout;   /* --socket-timeout: connect/send/read default */
     size_t socket_buffer;    /* --socket-buffer: what one socket may hold unread */
+    const char *ssl_trusted; /* --ssl-trusted-certificate; NULL: the system bundle */
     int check;               /* --check: compile the app and exit */
     int action;              /* MF_CONFIG_SERVE, _HELP or _VERSION */
 } mf_config_t;

@@ -116,6 +116,7 @@ struct mf_worker {
     char *resolver_servers;  /* cfg.resolver's copy when set by mf_ffi_resolver_configure */
     struct mf_sock *socks;   /* outbound sockets not yet closed (socket.c) */
     unsigned nsocks;         /* those with an fd, for --max-sockets */
+    void *ssl_ctx;           /* the TLS client context (SSL_CTX), made by the first handshake */
 
     /* Called when a connection goes away (set by worker.c: accepting resumes under
      * --max-conns); the connection layer does not know who listens. */

@@ -30,6 +30,10 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #define READ_CHUNK   (64 * 1024)
 #define UDP_MAX      65536
 #define MAX_IOV      16
@@ -37,6 +41,19 @@
 #define KEEP_BUF_MAX (64 * 1024) /* a pooled connection keeps at most this much buffer */
 
 enum { S_NONE, S_RESOLVING, S_CONNECTING, S_CONNECTED, S_PARKED, S_FAILED };
+
+#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+
+/*
+ * A TLS session that Lua holds (sslhandshake's result) and that a later handshake may pass
+ * back. With TLS 1.3 the server's tickets arrive after the handshake: while the connection
+ * that made the holder lives, each new ticket replaces the session in it. refs: Lua's and
+ * that connection's.
+ */
+struct mf_sock_session {
+    SSL_SESSION *sess;
+    int refs;
+};
 
 /*
  * How bytes move over the connected fd. Plain sockets use recv and writev; TLS (later)
@@ -74,6 +91,9 @@ struct mf_sock {
     int rerr; /* errno of a failed read */
 
     struct evbuffer *out;
+    SSL *ssl;                  /* the TLS transport's state, or NULL */
+    int handshaking;           /* an sslhandshake is in progress */
+    mf_sock_session_t *holder; /* receives the session tickets of this connection */
     mf_resolve_t *resolve;
     int port;
     char errmsg[ERRMSG_LEN];
@@ -95,6 +115,84 @@ static void plain_close(mf_sock_t *s)
 }
 
 static const mf_sock_transport_t plain = {plain_read, plain_writev, plain_close};
+
+static void session_unref(mf_sock_session_t *h)
+{
+    if (h && --h->refs == 0) {
+        if (h->sess)
+            SSL_SESSION_free(h->sess);
+        free(h);
+    }
+}
+
+/* OpenSSL's result as recv/writev's: -1 with errno EAGAIN when the fd is not ready. */
+static ssize_t tls_result(mf_sock_t *s, int n)
+{
+    int e = SSL_get_error(s->ssl, n);
+
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE: errno = EAGAIN; return -1;
+    case SSL_ERROR_ZERO_RETURN: return 0;
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        if (errno == 0 || errno == EAGAIN)
+            return 0; /* the peer closed without close_notify */
+        return -1;
+    default:
+        ERR_clear_error();
+        errno = EPROTO;
+        return -1;
+    }
+}
+
+static ssize_t tls_read(mf_sock_t *s, void *buf, size_t len)
+{
+    int n;
+
+    if (len > INT32_MAX)
+        len = INT32_MAX;
+    errno = 0;
+    n = SSL_read(s->ssl, buf, (int)len);
+    return n > 0 ? n : tls_result(s, n);
+}
+
+static ssize_t tls_writev(mf_sock_t *s, const struct iovec *iov, int niov)
+{
+    ssize_t total = 0;
+
+    for (int i = 0; i < niov; i++) {
+        size_t len = iov[i].iov_len > INT32_MAX ? INT32_MAX : iov[i].iov_len;
+        int n;
+        errno = 0;
+        n = SSL_write(s->ssl, iov[i].iov_base, (int)len);
+        if (n <= 0) {
+            ssize_t r = tls_result(s, n);
+            if (total > 0)
+                return total;
+            return r == 0 ? (errno = EPIPE, -1) : r;
+        }
+        total += n;
+        if ((size_t)n < iov[i].iov_len)
+            break;
+    }
+    return total;
+}
+
+static void tls_close(mf_sock_t *s)
+{
+    if (s->ssl) {
+        SSL_shutdown(s->ssl); /* one try: close_notify if the fd takes it now */
+        SSL_free(s->ssl);
+        s->ssl = NULL;
+        ERR_clear_error();
+    }
+    session_unref(s->holder);
+    s->holder = NULL;
+    s->handshaking = 0;
+}
+
+static const mf_sock_transport_t tls = {tls_read, tls_writev, tls_close};
 
 static void set_error(mf_sock_t *s, const char *msg)
 {
@@ -270,6 +368,10 @@ void mf_socket_close_all(mf_worker_t *w)
         close_fd(s);
         unlink_sock(s);
         s->w = NULL;
+    }
+    if (w->ssl_ctx) {
+        SSL_CTX_free(w->ssl_ctx);
+        w->ssl_ctx = NULL;
     }
 }
 
@@ -938,6 +1040,189 @@ int mf_ffi_sock_receive_until(mf_sock_t *s, const char *pat, size_t patlen, size
     }
 }
 
+/* TLS ------------------------------------------------------------------------------------- */
+
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    mf_sock_t *s = SSL_get_app_data(ssl);
+
+    if (!s || !s->holder)
+        return 0;
+    if (s->holder->sess)
+        SSL_SESSION_free(s->holder->sess);
+    s->holder->sess = sess;
+    return 1; /* the holder keeps the reference */
+}
+
+static SSL_CTX *make_ctx(const char *ca_file, int required)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    if (!ctx)
+        return NULL;
+    /* A missing system bundle is not fatal: verification then fails with its own reason. */
+    if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1 && required) {
+        SSL_CTX_free(ctx);
+        ERR_clear_error();
+        return NULL;
+    }
+    ERR_clear_error();
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL); /* checked after the handshake */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    return ctx;
+}
+
+int mf_ffi_sock_set_trusted(mf_worker_t *w, const char *path)
+{
+    SSL_CTX *ctx = make_ctx(path, 1);
+
+    if (!ctx)
+        return -1;
+    if (w->ssl_ctx)
+        SSL_CTX_free(w->ssl_ctx);
+    w->ssl_ctx = ctx;
+    return 0;
+}
+
+static SSL_CTX *client_ctx(mf_worker_t *w)
+{
+    if (!w->ssl_ctx) {
+        const char *file = w->cfg.ssl_trusted ? w->cfg.ssl_trusted : SYSTEM_CA_BUNDLE;
+        w->ssl_ctx = make_ctx(file, w->cfg.ssl_trusted != NULL);
+        if (!w->ssl_ctx)
+            mf_log_error("cannot load the trusted certificates of %s", file);
+    }
+    return w->ssl_ctx;
+}
+
+static int is_ip(const char *name)
+{
+    unsigned char buf[16];
+
+    return inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
+}
+
+/* After the handshake: the chain, then the name (cosocket.md's error texts). */
+static int verify_peer(mf_sock_t *s, const char *server_name)
+{
+    long v = SSL_get_verify_result(s->ssl);
+    X509 *cert;
+    int ok = 1;
+
+    if (v != X509_V_OK) {
+        snprintf(s->errmsg, sizeof s->errmsg, "%ld: %s", v, X509_verify_cert_error_string(v));
+        return -1;
+    }
+    if (!(cert = SSL_get1_peer_certificate(s->ssl))) {
+        set_error(s, "handshake failed");
+        return -1;
+    }
+    if (server_name && *server_name)
+        ok = is_ip(server_name) ? X509_check_ip_asc(cert, server_name, 0) == 1
+                                : X509_check_host(cert, server_name, 0, 0, NULL) == 1;
+    X509_free(cert);
+    if (!ok) {
+        set_error(s, "certificate host mismatch");
+        return -1;
+    }
+    return 0;
+}
+
+static mf_sock_session_t *give_session(mf_sock_t *s)
+{
+    mf_sock_session_t *h = s->holder;
+
+    if (!h) {
+        if (!(h = calloc(1, sizeof *h)))
+            return NULL;
+        h->refs = 1;
+        s->holder = h;
+    }
+    if (!h->sess)
+        h->sess = SSL_get1_session(s->ssl);
+    h->refs++;
+    return h;
+}
+
+int mf_ffi_sock_sslhandshake(mf_sock_t *s, mf_sock_session_t *reuse, const char *server_name,
+                             int verify, int want_session, double timeout,
+                             mf_sock_session_t **session)
+{
+    int n;
+
+    *session = NULL;
+    if (s->state != S_CONNECTED || s->kind != MF_SOCK_TCP) {
+        set_error(s, "closed");
+        return MF_SOCK_CLOSED;
+    }
+    if (s->ssl && !s->handshaking) {
+        /* Already TLS (a pooled connection): success at once. */
+        if (want_session && !(*session = give_session(s))) {
+            set_error(s, "out of memory");
+            return MF_SOCK_ERROR;
+        }
+        return MF_SOCK_OK;
+    }
+    if (!s->handshaking) {
+        SSL_CTX *ctx = client_ctx(s->w);
+        if (!ctx || !(s->ssl = SSL_new(ctx))) {
+            set_error(s, "handshake failed");
+            ERR_clear_error();
+            return fail(s, MF_SOCK_ERROR);
+        }
+        SSL_set_fd(s->ssl, s->fd);
+        SSL_set_app_data(s->ssl, s);
+        if (server_name && *server_name && !is_ip(server_name))
+            SSL_set_tlsext_host_name(s->ssl, server_name);
+        if (reuse && reuse->sess)
+            SSL_set_session(s->ssl, reuse->sess);
+        if (want_session && (s->holder = calloc(1, sizeof *s->holder)) != NULL)
+            s->holder->refs = 1;
+        s->tr = &tls;
+        s->handshaking = 1;
+        s->wop = 1;
+        s->wtimed = 0;
+        s->wdeadline = now(s) + or_default(s, timeout);
+    }
+    if (s->wtimed) {
+        set_error(s, "timeout");
+        return fail(s, MF_SOCK_TIMEOUT);
+    }
+    ERR_clear_error();
+    n = SSL_connect(s->ssl);
+    if (n == 1) {
+        s->handshaking = 0;
+        end_write(s);
+        if (verify && verify_peer(s, server_name) < 0)
+            return fail(s, MF_SOCK_ERROR);
+        if (want_session && !(*session = give_session(s))) {
+            set_error(s, "out of memory");
+            return fail(s, MF_SOCK_ERROR);
+        }
+        return MF_SOCK_OK;
+    }
+    switch (SSL_get_error(s->ssl, n)) {
+    case SSL_ERROR_WANT_READ: return arm(s, &s->rev, &s->wtimer, s->wdeadline);
+    case SSL_ERROR_WANT_WRITE: return arm(s, &s->wev, &s->wtimer, s->wdeadline);
+    default:
+        ERR_clear_error();
+        set_error(s, "handshake failed");
+        return fail(s, MF_SOCK_ERROR);
+    }
+}
+
+int mf_ffi_sock_ssl_reused(mf_sock_t *s)
+{
+    return s->ssl ? SSL_session_reused(s->ssl) : 0;
+}
+
+void mf_ffi_sock_session_free(mf_sock_session_t *sess)
+{
+    session_unref(sess);
+}
+
 /* Options and the pool -------------------------------------------------------------------- */
 
 int mf_ffi_sock_setoption(mf_sock_t *s, const char *name, int value)
@@ -984,6 +1269,10 @@ int mf_ffi_sock_keepalive_check(mf_sock_t *s)
     }
     if (s->end > s->start)
         return 1;
+    if (s->ssl && (s->handshaking || SSL_pending(s->ssl) > 0)) {
+        close_fd(s);
+        return 2;
+    }
     n = recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && evbuffer_get_length(s->out) == 0)
         return 0;

@@ -27,6 +27,7 @@
 #pragma GCC visibility push(default)
 /* CDEF BEGIN */
 typedef struct mf_sock mf_sock_t;
+typedef struct mf_sock_session mf_sock_session_t;
 
 enum {
     MF_SOCK_OK = 0,
@@ -68,10 +69,18 @@ int mf_ffi_sock_setoption(mf_sock_t *s, const char *name, int value);
 int mf_ffi_sock_keepalive_check(mf_sock_t *s);
 int mf_ffi_sock_park(mf_sock_t *s, double idle);
 int mf_ffi_sock_unpark(mf_sock_t *s);
+
+int mf_ffi_sock_sslhandshake(mf_sock_t *s, mf_sock_session_t *reuse, const char *server_name,
+                             int verify, int want_session, double timeout,
+                             mf_sock_session_t **session);
+int mf_ffi_sock_ssl_reused(mf_sock_t *s);
+void mf_ffi_sock_session_free(mf_sock_session_t *sess);
+int mf_ffi_sock_set_trusted(mf_worker_t *w, const char *path);
 /* CDEF END */
 #pragma GCC visibility pop
 
-/* Closes the fds of every socket of w (they stay allocated until Lua frees them). */
+/* Closes the fds of every socket of w (they stay allocated until Lua frees them) and frees
+ * the worker's TLS context. */
 void mf_socket_close_all(mf_worker_t *w);
 
 #endif

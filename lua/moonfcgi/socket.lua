@@ -12,6 +12,7 @@ local _M = {}
 -- Kept verbatim in step with the CDEF part of src/socket.h (spec/lua/cdef_spec.lua checks it).
 _M.cdef = [[
 typedef struct mf_sock mf_sock_t;
+typedef struct mf_sock_session mf_sock_session_t;
 
 enum {
     MF_SOCK_OK = 0,
@@ -24,12 +25,7 @@ enum {
 
 enum { MF_SOCK_TCP = 1, MF_SOCK_UDP = 2 };
 
-enum {
-    MF_SOCK_READ_LINE = 1,
-    MF_SOCK_READ_ALL = 2,
-    MF_SOCK_READ_SIZE = 3,
-    MF_SOCK_READ_ANY = 4
-};
+enum { MF_SOCK_READ_LINE = 1, MF_SOCK_READ_ALL = 2, MF_SOCK_READ_SIZE = 3, MF_SOCK_READ_ANY = 4 };
 
 mf_sock_t *mf_ffi_sock_new(mf_worker_t *w, int kind, uint64_t token);
 void mf_ffi_sock_free(mf_sock_t *s);
@@ -58,6 +54,13 @@ int mf_ffi_sock_setoption(mf_sock_t *s, const char *name, int value);
 int mf_ffi_sock_keepalive_check(mf_sock_t *s);
 int mf_ffi_sock_park(mf_sock_t *s, double idle);
 int mf_ffi_sock_unpark(mf_sock_t *s);
+
+int mf_ffi_sock_sslhandshake(mf_sock_t *s, mf_sock_session_t *reuse, const char *server_name,
+                             int verify, int want_session, double timeout,
+                             mf_sock_session_t **session);
+int mf_ffi_sock_ssl_reused(mf_sock_t *s);
+void mf_ffi_sock_session_free(mf_sock_session_t *sess);
+int mf_ffi_sock_set_trusted(mf_worker_t *w, const char *path);
 ]]
 
 ffi.cdef(_M.cdef)
@@ -82,6 +85,8 @@ local UDP_MAX = 65536
 
 -- Out-parameters, reused by every call (one coroutine of the worker runs at a time).
 local pp, pl, pfound = ffi.new("const char *[1]"), ffi.new("size_t[1]"), ffi.new("int[1]")
+local psession = ffi.new("mf_sock_session_t *[1]")
+local session_t = ffi.typeof("mf_sock_session_t *")
 
 local function log_debug(msg)
     if C.mf_ffi_log_level() >= 3 then
@@ -861,16 +866,52 @@ function tcp:setoption(name, value)
     return 1
 end
 
-function tcp:sslhandshake()
+-- sslhandshake(reused_session, server_name, ssl_verify, send_status_req): a session object
+-- (or true when reused_session is false), or nil, err. send_status_req (OCSP) is ignored.
+function tcp:sslhandshake(reused_session, server_name, ssl_verify)
     local st = self._st
     local th, terr = thread_of(st, 2)
     if not th then
         return nil, terr
     end
+    if server_name ~= nil and type(server_name) ~= "string" then
+        error("bad argument #2 to 'sslhandshake' (string expected, got " .. type(server_name)
+            .. ")", 2)
+    end
     if not is_open(st) then
         return nil, "closed"
     end
-    return nil, "TLS is not available yet"
+    local b = busy(st)
+    if b then
+        return nil, b
+    end
+    local reuse = nil
+    if type(reused_session) == "cdata" and ffi.istype(session_t, reused_session) then
+        reuse = reused_session
+    end
+    local want = reused_session ~= false and 1 or 0
+    local verify = ssl_verify and 1 or 0
+    local s = st.s
+    st.connecting = true
+    local rc = C.mf_ffi_sock_sslhandshake(s, reuse, server_name, verify, want, st.ct, psession)
+    while rc == WAIT do
+        wait(st, self)
+        rc = C.mf_ffi_sock_sslhandshake(s, reuse, server_name, verify, want, st.ct, psession)
+    end
+    st.connecting = nil
+    if rc ~= OK then
+        return nil, failed(st)
+    end
+    if want == 0 then
+        return true
+    end
+    return ffi_gc(psession[0], C.mf_ffi_sock_session_free)
+end
+
+-- For specs: whether the last handshake of the socket resumed a session.
+function tcp:ssl_reused()
+    local st = self._st
+    return st.s ~= nil and C.mf_ffi_sock_ssl_reused(st.s) == 1
 end
 
 function _M.connect(host, port, opts)
@@ -961,10 +1002,15 @@ end
 
 udp.close = tcp.close
 
--- moonfcgi.test's max_sockets, socket_timeout (seconds) and socket_buffer (bytes).
-function _M.configure(w, max_sockets, timeout, buffer)
+-- moonfcgi.test's max_sockets, socket_timeout (seconds), socket_buffer (bytes) and
+-- ssl_trusted_certificate (a PEM file); returns true or nil, err.
+function _M.configure(w, max_sockets, timeout, buffer, trusted)
     C.mf_ffi_sock_configure(w, tonumber(max_sockets) or 0, tonumber(timeout) or 0,
         tonumber(buffer) or 0)
+    if trusted ~= nil and C.mf_ffi_sock_set_trusted(w, tostring(trusted)) ~= 0 then
+        return nil, "cannot load the certificates of " .. tostring(trusted)
+    end
+    return true
 end
 
 -- For specs: the open outbound sockets of worker w or of the one running now (pooled ones

@@ -27,7 +27,8 @@ local LEVELS = { none = -1, error = 0, warn = 1, info = 2, debug = 3 }
 -- "1m" or bytes: dictionaries of this app alone, as --shared declares them; app.shared
 -- holds them, and app:close() unmaps them); resolver, resolver_timeout, resolver_valid and
 -- resolver_ipv6 (a boolean) as --resolver and its friends; max_sockets, socket_timeout
--- (seconds) and socket_buffer (bytes) as --max-sockets, --socket-timeout, --socket-buffer.
+-- (seconds), socket_buffer (bytes) and ssl_trusted_certificate (a PEM file) as
+-- --max-sockets, --socket-timeout, --socket-buffer and --ssl-trusted-certificate.
 function _M.load(path, opts)
     if type(path) ~= "string" then
         error("bad argument #1 to 'load' (path of an app file expected)", 2)
@@ -59,8 +60,14 @@ function _M.load(path, opts)
                 .. tostring(opts.resolver), 2)
         end
     end
-    if opts.max_sockets or opts.socket_timeout or opts.socket_buffer then
-        socket.configure(w, opts.max_sockets, opts.socket_timeout, opts.socket_buffer)
+    if opts.max_sockets or opts.socket_timeout or opts.socket_buffer
+        or opts.ssl_trusted_certificate then
+        local ok, serr = socket.configure(w, opts.max_sockets, opts.socket_timeout,
+            opts.socket_buffer, opts.ssl_trusted_certificate)
+        if not ok then
+            C.mf_ffi_worker_free(w)
+            error("bad option 'ssl_trusted_certificate': " .. serr, 2)
+        end
     end
     local dicts = {}
     if opts.shared ~= nil then

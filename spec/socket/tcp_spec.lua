@@ -426,12 +426,5 @@ describe("moonfcgi.socket tcp", function()
             assert.is_nil(ok)
             assert.equal("cosockets are not available outside a handler", err)
         end)
-
-        it("sslhandshake says TLS is not available yet", function()
-            local r = { run(function()
-                return { open("silent"):sslhandshake(false, "x") }
-            end) }
-            assert.same({ nil, "TLS is not available yet" }, r[1])
-        end)
     end)
 end)
