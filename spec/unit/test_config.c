@@ -276,6 +276,28 @@ static void resolver_options(void)
     CHECK_EQ(parse("--resolver-ipv6", "yes", "a.lua", NULL), -1);
 }
 
+/* The outbound sockets' options (cosocket.md section 2, issue 10's limits). */
+static void socket_options(void)
+{
+    CHECK_EQ(parse("a.lua", NULL), 0);
+    CHECK_EQ(cfg.max_sockets, 4096);
+    CHECK(cfg.socket_timeout == 60);
+    CHECK(cfg.socket_buffer == 16 * 1024 * 1024);
+    CHECK(cfg.ssl_trusted == NULL);
+    CHECK_EQ(parse("--max-sockets", "10", "--socket-timeout", "2.5", "--socket-buffer", "64k",
+                   "--ssl-trusted-certificate", "/tmp/ca.pem", "a.lua", NULL),
+             0);
+    CHECK_EQ(cfg.max_sockets, 10);
+    CHECK(cfg.socket_timeout == 2.5);
+    CHECK(cfg.socket_buffer == 64 * 1024);
+    CHECK(strcmp(cfg.ssl_trusted, "/tmp/ca.pem") == 0);
+    CHECK_EQ(parse("--max-sockets", "0", "a.lua", NULL), -1);
+    CHECK_EQ(parse("--socket-timeout", "0", "a.lua", NULL), -1);
+    CHECK_EQ(parse("--socket-buffer", "100", "a.lua", NULL), -1);
+    CHECK_EQ(parse("--ssl-trusted-certificate", "", "a.lua", NULL), -1);
+    CHECK(strstr(mf_config_usage, "--max-sockets") != NULL);
+}
+
 static void short_error_buffer(void)
 {
     char small[8];
@@ -318,6 +340,7 @@ int main(void)
         {"unknown_options_and_app_paths", unknown_options_and_app_paths},
         {"exit_paths", exit_paths},
         {"resolver_options", resolver_options},
+        {"socket_options", socket_options},
         {"short_error_buffer", short_error_buffer},
         {NULL, NULL},
     };
