@@ -15,6 +15,15 @@ local traceback = debug.traceback
 
 local EV_NEW, EV_WAKE, EV_TIMEOUT = C.MF_EV_NEW, C.MF_EV_WAKE, C.MF_EV_TIMEOUT
 local EV_TIMER, EV_RELOAD, EV_KILL = C.MF_EV_TIMER, C.MF_EV_RELOAD, C.MF_EV_KILL
+local EV_WAKE_TOKEN = C.MF_EV_WAKE_TOKEN
+-- The thread interface of outbound sockets (moonfcgi.socket): a thread per request, waits on
+-- a token that C wakes with MF_EV_WAKE_TOKEN, and cleanups that run when the request ends.
+-- A stopgap in today's one-coroutine-per-request scheduler; the scheduler's rewrite (nested
+-- coroutines, timers) keeps these five functions. WAIT_TOKEN: what the coroutine yields.
+local WAIT_TOKEN = {}
+local token_seq = 0
+local threads = setmetatable({}, { __mode = "k" }) -- request object -> thread
+local token_waiters = {} -- token -> slot
 local FINISH_OK, FINISH_ERROR, FINISH_TIMEOUT =
     C.MF_FINISH_OK, C.MF_FINISH_ERROR, C.MF_FINISH_TIMEOUT
 
@@ -299,6 +308,21 @@ function Runtime:finish(slot, rc, how)
         self.sleep_timer[slot], self.sleep_token[slot] = nil, nil
     end
     self.reqs[slot], self.cos[slot], self.waits[slot], self.serials[slot] = nil, nil, nil, nil
+    local th = threads[req]
+    threads[req] = nil
+    if th then
+        th.ended = true
+        if th.token then
+            token_waiters[th.token] = nil
+        end
+        for k, fn in pairs(th.cleanups) do
+            th.cleanups[k] = nil
+            local ok, err = pcall(fn)
+            if not ok then
+                log("error", "a cleanup of request " .. req.id .. " failed: " .. tostring(err))
+            end
+        end
+    end
     req._r = nil
     C.mf_ffi_req_finish(r, rc, how)
 end
@@ -327,7 +351,7 @@ function Runtime:run(slot, co, a, b)
             self.npool = self.npool + 1
             self.pool[self.npool] = co
         end
-    elseif what == WAIT_IO or what == WAIT_SLEEP then
+    elseif what == WAIT_IO or what == WAIT_SLEEP or what == WAIT_TOKEN then
         self.waits[slot] = what
     elseif what == EXIT then
         self:finish(slot, app_status(rc), FINISH_OK)
@@ -385,6 +409,14 @@ function Runtime:step(timeout_ms)
             if self.serials[slot] == e.serial and self.waits[slot] == WAIT_IO then
                 self.waits[slot] = nil
                 self:run(slot, self.cos[slot])
+            end
+        elseif t == EV_WAKE_TOKEN then
+            local token = tonumber(e.token)
+            local s = token_waiters[token]
+            if s and self.waits[s] == WAIT_TOKEN then
+                token_waiters[token] = nil
+                self.waits[s] = nil
+                self:run(s, self.cos[s])
             end
         elseif t == EV_TIMER then
             local token = tonumber(e.token)
@@ -526,6 +558,51 @@ end
 function _M.current_request()
     local rt = current_rt
     return rt and rt.reqs[current_slot]
+end
+
+-- The thread running now (a request's handler), or nil (the app loading, a spec's own code).
+-- Fields: id, req, kind ("request"), ctx.
+function _M.current_thread()
+    local rt, slot = current_rt, current_slot
+    if not rt or co_running() ~= rt.cos[slot] then
+        return nil
+    end
+    local req = rt.reqs[slot]
+    local th = threads[req]
+    if not th then
+        th = { id = slot, req = req, kind = "request", ctx = {}, cleanups = {} }
+        threads[req] = th
+    end
+    return th
+end
+-- A number unique in the process (< 2^52), for C to wake a wait with.
+function _M.new_token()
+    token_seq = token_seq + 1
+    return token_seq
+end
+
+-- Suspends the current thread until an MF_EV_WAKE_TOKEN event carries token (or the thread
+-- ends: then it never returns). Wake-ups may be spurious: callers check and wait again.
+function _M.wait(token)
+    local rt, slot = in_handler(2)
+    local th = threads[rt.reqs[slot]]
+    if th then
+        th.token = token
+    end
+    token_waiters[token] = slot
+    co_yield(WAIT_TOKEN)
+    if th then
+        th.token = nil
+    end
+end
+
+-- fn() runs once when thread th ends, however it ends, unless removed first.
+function _M.add_cleanup(th, key, fn)
+    th.cleanups[key] = fn
+end
+
+function _M.remove_cleanup(th, key)
+    th.cleanups[key] = nil
 end
 
 -- Whether an app is being loaded now (its top level runs: OpenResty's "init" phase).

@@ -73,25 +73,6 @@ describe("moonfcgi.socket cleanup", function()
         app:close()
     end)
 
-    it("an abort by the web server closes them", function()
-        local app = h.load()
-        local base = h.fd_count()
-        WAITING = 0
-        SOCKET_CASES["/abort"] = waiter()
-        local conn = app:connect()
-        conn:send({ params = { REQUEST_URI = "/abort" }, stdin = "" })
-        assert.is_true(h.eventually(app, function()
-            return WAITING == 1
-        end))
-        local with = h.fd_count()
-        assert.is_true(with >= base + 4)
-        conn:close()
-        assert.is_true(h.eventually(app, function()
-            return socket.count(app.w) == 0 and h.fd_count() <= base
-        end), "fds: " .. h.fd_count() .. " of " .. base)
-        app:close()
-    end)
-
     it("app:close() closes the sockets of requests in flight and of the pools", function()
         local base = h.fd_count()
         local app = h.load()
