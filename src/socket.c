@@ -93,6 +93,7 @@ struct mf_sock {
     struct evbuffer *out;
     SSL *ssl;                  /* the TLS transport's state, or NULL */
     int handshaking;           /* an sslhandshake is in progress */
+    short want;                /* what TLS waits for after an EAGAIN: EV_READ or EV_WRITE */
     mf_sock_session_t *holder; /* receives the session tickets of this connection */
     mf_resolve_t *resolve;
     int port;
@@ -132,7 +133,11 @@ static ssize_t tls_result(mf_sock_t *s, int n)
 
     switch (e) {
     case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE: errno = EAGAIN; return -1;
+    case SSL_ERROR_WANT_WRITE:
+        /* A read may need a write (a key update) and a write a read: see io_event. */
+        s->want = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
+        errno = EAGAIN;
+        return -1;
     case SSL_ERROR_ZERO_RETURN: return 0;
     case SSL_ERROR_SYSCALL:
         ERR_clear_error();
@@ -443,6 +448,16 @@ static int arm(mf_sock_t *s, struct event *ev, struct event *timer, double deadl
     return MF_SOCK_WAIT;
 }
 
+/* The fd event an operation waits for: its own, unless TLS asked for the other one. */
+static struct event *io_event(mf_sock_t *s, struct event *own)
+{
+    if (s->want == EV_WRITE)
+        return &s->wev;
+    if (s->want == EV_READ)
+        return &s->rev;
+    return own;
+}
+
 static void end_read(mf_sock_t *s)
 {
     s->rop = 0;
@@ -737,12 +752,13 @@ int mf_ffi_sock_send(mf_sock_t *s, double timeout)
             iov[i].iov_base = vec[i].iov_base;
             iov[i].iov_len = vec[i].iov_len;
         }
+        s->want = 0;
         wrote = s->tr->writev(s, iov, n);
         if (wrote < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return arm(s, &s->wev, &s->wtimer, s->wdeadline);
+                return arm(s, io_event(s, &s->wev), &s->wtimer, s->wdeadline);
             set_errno(s, errno);
             return fail(s, MF_SOCK_ERROR);
         }
@@ -796,6 +812,7 @@ static int fill(mf_sock_t *s, size_t want)
         return 1;
     }
     for (;;) {
+        s->want = 0;
         n = s->tr->read(s, s->buf + s->end, s->cap - s->end);
         if (n > 0) {
             s->end += (size_t)n;
@@ -971,7 +988,7 @@ int mf_ffi_sock_receive(mf_sock_t *s, int mode, size_t size, double timeout, con
         if (s->eof || s->rerr || s->rtimed)
             return read_failed(s, p, len);
         if (!fill(s, want))
-            return arm(s, &s->rev, &s->rtimer, s->rdeadline);
+            return arm(s, io_event(s, &s->rev), &s->rtimer, s->rdeadline);
     }
 }
 
@@ -1036,7 +1053,7 @@ int mf_ffi_sock_receive_until(mf_sock_t *s, const char *pat, size_t patlen, size
         if (s->eof || s->rerr || s->rtimed)
             return read_failed(s, p, len);
         if (!fill(s, READ_CHUNK))
-            return arm(s, &s->rev, &s->rtimer, s->rdeadline);
+            return arm(s, io_event(s, &s->rev), &s->rtimer, s->rdeadline);
     }
 }
 
