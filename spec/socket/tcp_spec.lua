@@ -111,6 +111,32 @@ describe("moonfcgi.socket tcp", function()
             assert.matches("could not be resolved", err)
         end)
 
+        it("resolves a name from /etc/hosts", function()
+            local a = run(function()
+                local s = socket.tcp()
+                assert(s:connect("localhost", peer.tcp))
+                s:send("send named\\n\n")
+                return s:receive()
+            end)
+            assert.equal("named", a)
+        end)
+
+        it("a connect timeout while the name resolves cancels the look-up", function()
+            -- A name server that never answers (a free port): the connect gives up first, and
+            -- the look-up it cancelled must not call back into the closed socket.
+            local quiet = h.load({ resolver = "127.0.0.1:" .. process.free_port(),
+                                   resolver_timeout = 5 })
+            local r = { h.call(quiet, function()
+                local s = socket.tcp()
+                s:settimeout(100)
+                local ok, err = s:connect("nowhere.example", 80)
+                return { ok, err, select(2, s:close()) }
+            end) }
+            quiet:run(0.2)
+            quiet:close()
+            assert.same({ nil, "timeout", "closed" }, r[1])
+        end)
+
         it("closes the old connection when connecting again", function()
             local a, b = run(function()
                 local s = open("send one\\n")
